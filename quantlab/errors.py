@@ -1,0 +1,84 @@
+"""Exceptions raised by quantlab.
+
+Every error is a :class:`QuantlabError`. Subclasses carry the fields that
+explain the failure (``field``, ``required``, ``got``, ``path``, ``line``) and a
+message that says what was expected, what came instead and what to do.
+"""
+from __future__ import annotations
+
+
+class QuantlabError(Exception):
+    """Base class of every error quantlab raises on purpose."""
+
+
+class ConfigError(QuantlabError, ValueError):
+    """A setting or argument is invalid.
+
+    Parameters
+    ----------
+    field : name of the setting, e.g. ``"window"``.
+    got : the value received.
+    expected : what would have been accepted, in words.
+    """
+
+    def __init__(self, field: str, got: object, expected: str):
+        self.field = field
+        self.got = got
+        self.expected = expected
+        super().__init__(f"{field}: expected {expected}, got {got!r}")
+
+
+class NotATrade(QuantlabError):
+    """A WebSocket frame could not be understood as a trade or control message.
+
+    ``raw`` keeps (a prefix of) the offending frame for logs.
+    """
+
+    def __init__(self, reason: str, raw: object = None):
+        self.reason = reason
+        self.raw = raw
+        shown = raw if not isinstance(raw, (str, bytes)) else raw[:200]
+        super().__init__(f"not a trade: {reason}; frame={shown!r}")
+
+
+class DataFileError(QuantlabError, ValueError):
+    """A data file is malformed. Names the file, line (1-based) and column."""
+
+    def __init__(self, path: object, reason: str, line: int | None = None,
+                 column: str | None = None):
+        self.path = str(path)
+        self.line = line
+        self.column = column
+        self.reason = reason
+        where = self.path
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {reason}")
+
+
+class InsufficientData(QuantlabError, ValueError):
+    """Not enough observations for a statistic: "zscore needs at least
+    window=120 bars, got 37"."""
+
+    def __init__(self, what: str, required: int, got: int):
+        self.what = what
+        self.required = required
+        self.got = got
+        super().__init__(f"{what} needs at least {required} bars, got {got}")
+
+
+class UnknownSymbol(QuantlabError, LookupError):
+    """A symbol is not present in the store or the files given."""
+
+    def __init__(self, symbol: str, available: list[str] | tuple[str, ...] = ()):
+        self.symbol = symbol
+        self.available = list(available)
+        hint = f"; available: {', '.join(self.available)}" if self.available else ""
+        super().__init__(f"unknown symbol {symbol!r}{hint}")
+
+
+class FatalFeedError(QuantlabError):
+    """A feed error that retrying cannot fix (HTTP 451 restricted location,
+    418 IP ban still in force)."""
