@@ -1,26 +1,179 @@
 """``quantlab`` command line. Thin: parses arguments and calls the package.
 
-Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error (one line on
+stderr naming what is wrong).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+
+from quantlab.errors import QuantlabError
+
+logger = logging.getLogger("quantlab")
+
+
+def _symbols(text: str) -> list[str]:
+    out = [s.strip().upper() for s in text.split(",") if s.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as BTCUSDT,ETHUSDT")
+    return out
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_pair_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--db", help="SQLite tick store written by `quantlab ingest`/`import`")
+    src.add_argument("--files", nargs="+", metavar="FILE",
+                     help="data.binance.vision trades/aggTrades/klines, OHLC CSV or NDJSON files")
+    p.add_argument("--y", required=True, help="dependent leg symbol, e.g. BTCUSDT")
+    p.add_argument("--x", required=True, help="independent leg symbol, e.g. ETHUSDT")
+    p.add_argument("--market", choices=("spot", "usdm"), help="market, when the store holds both")
+    p.add_argument("--timeframe", default="1m", help="bar size: 1s, 1m, 5m, 1h, ... (default 1m)")
+    p.add_argument("--start", help="first bar, ISO-8601 UTC (inclusive)")
+    p.add_argument("--end", help="last bar, ISO-8601 UTC (exclusive)")
+    p.add_argument("--window", type=int, required=True, help="rolling window in bars")
+    p.add_argument("--hedge", default="rolling-ols",
+                   choices=("ols", "huber", "theil-sen", "rolling-ols", "kalman"),
+                   help="hedge-ratio method for the causal per-bar columns (default rolling-ols)")
+    p.add_argument("--log-prices", action="store_true", help="fit on log prices")
+    p.add_argument("--max-carry-bars", type=int, default=5,
+                   help="carry a silent leg's close forward at most this many bars (default 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantlab", description=__doc__.splitlines()[0])
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="Binance-protocol WebSocket+REST server on loopback")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--synthetic", action="store_true", help="seeded cointegrated pair (default)")
+    src.add_argument("--capture", nargs="+", metavar="FILE", help="ws-capture gzip files")
+    src.add_argument("--trades", nargs="+", metavar="FILE", help="data.binance.vision trade files")
+    p.add_argument("--symbols", type=_symbols, default=None, help="e.g. BTCUSDT,ETHUSDT")
+    p.add_argument("--market", choices=("spot", "usdm"), default="spot")
+    p.add_argument("--rate", type=_positive_float, default=50.0,
+                   help="synthetic trades per second, all symbols (0 = as fast as possible)")
+    p.add_argument("--speed", type=_positive_float, default=1.0,
+                   help="replay speed factor for recorded data (0 = as fast as possible)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("import", help="load files into the tick store")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--db", required=True)
+    p.add_argument("--symbol", help="symbol, when the file name does not say")
+    p.add_argument("--market", choices=("spot", "usdm"), help="market, when the file name does not say")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("ingest", help="store live trades loss-free (Ctrl-C flushes and exits)")
+    p.add_argument("--market", choices=("spot", "usdm"), required=True)
+    p.add_argument("--symbols", type=_symbols, required=True, help="e.g. BTCUSDT,ETHUSDT")
+    p.add_argument("--stream", choices=("trade", "aggTrade"), default="trade")
+    p.add_argument("--db", required=True)
+    p.add_argument("--ws-url", help="WebSocket base, e.g. the `ws` printed by `quantlab replay`")
+    p.add_argument("--rest-url", help="REST base, e.g. the `rest` printed by `quantlab replay`")
+    p.add_argument("--stale-after", type=_positive_float, default=None,
+                   help="seconds of silence before forcing a reconnect")
+    p.add_argument("--duration", type=_positive_float, default=None,
+                   help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    p.add_argument("--status-every", type=_positive_float, default=5.0, help="seconds between status lines")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("analyze", help="pair analytics over stored or file data")
+    _add_pair_source(p)
+    p.add_argument("--out", required=True, help="per-bar output: .csv, .parquet, .json or .xlsx")
+    p.add_argument("--summary", help="summary JSON file")
+    p.add_argument("--alert", action="append", default=[], metavar="RULE",
+                   help='alert rule to replay over history, e.g. "zscore > 2" (repeatable)')
+    p.add_argument("--alerts-out", help="CSV of the events the --alert rules would have fired")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("backtest", help="z-score mean-reversion backtest")
+    _add_pair_source(p)
+    p.add_argument("--entry-z", type=float, default=2.0)
+    p.add_argument("--exit-z", type=float, default=0.0)
+    p.add_argument("--stop-z", type=float, default=None)
+    p.add_argument("--max-hold-bars", type=int, default=None)
+    p.add_argument("--fee-bps", type=float, default=0.0, help="fee per leg per side, basis points")
+    p.add_argument("--slippage-bps", type=float, default=0.0)
+    p.add_argument("--fill", choices=("next_open", "next_close"), default="next_open")
+    p.add_argument("--rehedge", action="store_true", help="re-hedge the ratio every bar while in a trade")
+    p.add_argument("--trades", required=True, help="trades CSV")
+    p.add_argument("--equity", required=True, help="equity curve CSV")
+    p.add_argument("--summary", required=True, help="summary JSON")
+    p.set_defaults(func=_cmd_backtest)
+
+    p = sub.add_parser("demo", help="offline tour: replay server + ingest into data/demo.db")
+    p.add_argument("--db", default="data/demo.db")
+    p.add_argument("--rate", type=_positive_float, default=50.0)
+    p.add_argument("--duration", type=_positive_float, default=None)
+    p.set_defaults(func=_cmd_demo)
     return parser
+
+
+# --- handlers -------------------------------------------------------------------
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from quantlab import replay
+
+    return replay.run_cli(args)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from quantlab import pairs
+
+    return pairs.import_files_cli(args)
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from quantlab import ingest
+
+    return ingest.run_cli(args)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from quantlab import pairs
+
+    return pairs.analyze_cli(args)
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from quantlab import pairs
+
+    return pairs.backtest_cli(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from quantlab import pairs
+
+    return pairs.demo_cli(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return int(args.func(args) or 0)
+    except QuantlabError as exc:
+        print(f"quantlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

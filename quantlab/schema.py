@@ -75,7 +75,7 @@ def trades_to_frame(trades: Iterable) -> pd.DataFrame:
 
 def empty_bars() -> pd.DataFrame:
     """A bar frame with no rows, the right dtypes and a UTC ``open_time`` index."""
-    index = pd.DatetimeIndex([], tz="UTC", name=BAR_INDEX)
+    index = ms_to_utc_index(np.empty(0, dtype=np.int64))
     return pd.DataFrame({c: pd.Series(dtype=BAR_DTYPES[c]) for c in BAR_COLUMNS}, index=index)
 
 

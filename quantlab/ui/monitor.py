@@ -1,0 +1,993 @@
+"""The live pair monitor for JupyterLab: controls, streaming plots, status.
+
+::
+
+    from quantlab.ui import build_monitor
+    monitor = build_monitor(source="replay", symbol_y="ETHUSDT", symbol_x="BTCUSDT")
+    monitor.show()              # controls, status strip, plots, stats, alerts
+    monitor.start()             # or the Start button
+    await monitor.run_for(20)   # papermill / scripts: run 20 s, then stop
+
+Who touches what (``shared/BROWSER.md``, ``shared/STYLE.md``):
+
+* the :class:`~quantlab.ingest.Ingester` threads write the store and the
+  subscription ring, nothing else;
+* the :class:`~quantlab.ui.pump.UiPump` (an asyncio task on the kernel's loop)
+  drains the ring 6-7 times a second, builds bars and analytics and streams
+  one batch per Bokeh source per tick;
+* widget callbacks (buttons, slider) also run on the kernel's loop, so the
+  Bokeh documents and widgets have exactly one writer thread.
+
+Memory is bounded: the browser keeps ``max_bars`` rows per source (rollover),
+the kernel keeps ``max_bars`` rows per pair, the ring ``subscriber_maxlen``
+trades, the alert log 500 events.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import html
+import logging
+import math
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import ipywidgets as W
+import numpy as np
+import pandas as pd
+
+from quantlab.bars import parse_timeframe
+from quantlab.config import settings_from_dict
+from quantlab.errors import ConfigError, QuantlabError
+from quantlab.ui import analytics as ui_analytics
+from quantlab.ui.pipeline import HEDGES, PairPipeline, PairSpec
+from quantlab.ui.plots import PairPlots, load_bokehjs
+from quantlab.ui.pump import FeedStep, UiPump
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LiveMonitor", "MonitorParams", "build_monitor", "SOURCES", "TIMEFRAMES"]
+
+#: Data sources: value -> label.
+SOURCES = {
+    "live": "Binance live",
+    "replay": "Replay server (synthetic pair)",
+    "capture": "Capture file (replayed)",
+}
+TIMEFRAMES = ("1s", "1m", "5m", "custom")
+MARKETS = {"spot": "Spot", "usdm": "USD-M futures"}
+
+_running_monitors: "weakref.WeakSet[LiveMonitor]" = weakref.WeakSet()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitorParams:
+    """Everything a monitor needs; the notebook's ``parameters`` cell maps 1:1.
+
+    Parameters
+    ----------
+    source : ``"live"`` (Binance), ``"replay"`` (the project's replay server
+        with the synthetic pair; started in-process when ``ws_url`` is None) or
+        ``"capture"`` (a capture file replayed by an in-process server).
+    market : ``"spot"`` or ``"usdm"``.
+    symbol_y, symbol_x : the pair; any Binance symbols.
+    timeframe : bar length (``"1s"``, ``"1m"``, ``"5m"``, ``"250ms"`` ...).
+    window : rolling window, bars.
+    hedge : hedge-ratio method, a key of :data:`~quantlab.ui.pipeline.HEDGES`.
+    z_entry, z_exit : z-score bands, z units.
+    alert_rules : rules (text, one per item or per line), e.g. ``"zscore > 2"``.
+    db_path : the tick store (the ingester writes it; history is read from it).
+    ws_url, rest_url : WebSocket / REST bases overriding Binance's (a running
+        ``quantlab replay``).
+    rate : trades per second of the in-process synthetic replay (all symbols).
+    capture_path : capture file(s) for ``source="capture"``.
+    lookback_bars : stored bars loaded on start (default ``max(3*window, 300)``,
+        at most ``max_bars``).
+    max_bars : bars kept per pair in memory and in the browser.
+    extra_pairs : more pairs ``(("SOLUSDT", "BNBUSDT"), ...)`` sharing the ingester.
+    interval_s : UI pump period, seconds (at most 10 updates/s are sent anyway).
+    export_dir : where the export button writes files.
+    stream : ``"trade"`` or ``"aggTrade"``.
+    seed : seed of the synthetic replay.
+    """
+
+    source: str = "replay"
+    market: str = "spot"
+    symbol_y: str = "ETHUSDT"
+    symbol_x: str = "BTCUSDT"
+    timeframe: str = "1s"
+    window: int = 60
+    hedge: str = "ols"
+    z_entry: float = 2.0
+    z_exit: float = 0.5
+    alert_rules: tuple[str, ...] = ("zscore > 2", "zscore < -2")
+    db_path: str = "data/live.db"
+    ws_url: str | None = None
+    rest_url: str | None = None
+    rate: float = 50.0
+    capture_path: str | None = None
+    lookback_bars: int | None = None
+    max_bars: int = 2000
+    extra_pairs: tuple[tuple[str, str], ...] = ()
+    interval_s: float = 0.15
+    export_dir: str = "exports"
+    stream: str = "trade"
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError("source", self.source, "one of " + ", ".join(SOURCES))
+        if self.market not in MARKETS:
+            raise ConfigError("market", self.market, "one of " + ", ".join(MARKETS))
+        rules = self.alert_rules
+        if isinstance(rules, str):
+            rules = tuple(line for line in rules.splitlines())
+        object.__setattr__(self, "alert_rules", tuple(r.strip() for r in rules if r and r.strip()))
+        object.__setattr__(self, "extra_pairs", tuple(tuple(p) for p in self.extra_pairs))
+        object.__setattr__(self, "db_path", str(self.db_path))
+        if not self.rate > 0:
+            raise ConfigError("rate", self.rate, "trades per second > 0")
+        if not 0.05 <= self.interval_s <= 2:
+            raise ConfigError("interval_s", self.interval_s, "seconds between 0.05 and 2")
+        if self.source == "capture" and not self.capture_path and not self.ws_url:
+            raise ConfigError("capture_path", self.capture_path,
+                              "a capture file to replay when source='capture'")
+        self.pair_specs()  # validates symbols, timeframe, window, hedge, bands, rules
+
+    def pair_specs(self) -> list[PairSpec]:
+        pairs = [(self.symbol_y, self.symbol_x)] + list(self.extra_pairs)
+        return [PairSpec(symbol_y=y, symbol_x=x, timeframe=self.timeframe, window=self.window,
+                         hedge=self.hedge, z_entry=self.z_entry, z_exit=self.z_exit,
+                         rules=self.alert_rules, max_bars=self.max_bars) for y, x in pairs]
+
+    @property
+    def lookback(self) -> int:
+        n = self.lookback_bars if self.lookback_bars is not None else max(3 * self.window, 300)
+        return max(0, min(int(n), self.max_bars))
+
+
+def build_monitor(params: MonitorParams | Mapping[str, Any] | None = None,
+                  **kwargs: Any) -> "LiveMonitor":
+    """A :class:`LiveMonitor` from a :class:`MonitorParams`, a mapping of its
+    fields (unknown keys are rejected with the valid ones) or keywords."""
+    if params is None:
+        params = settings_from_dict(MonitorParams, kwargs)
+    elif isinstance(params, Mapping):
+        params = settings_from_dict(MonitorParams, {**params, **kwargs})
+    elif kwargs:
+        params = dataclasses.replace(params, **kwargs)
+    return LiveMonitor(params)
+
+
+# ---------------------------------------------------------------------------------
+# small HTML helpers
+# ---------------------------------------------------------------------------------
+def _fmt(v: Any, spec: str = ".4g", unit: str = "") -> str:
+    if v is None:
+        return "&mdash;"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+    if not math.isfinite(f):
+        return "&mdash;"
+    return f"{format(f, spec)}{unit}"
+
+
+def _table(rows: Sequence[tuple[str, str]], title: str | None = None) -> str:
+    body = "".join(f"<tr><th style='text-align:left;padding-right:10px;font-weight:normal;"
+                   f"color:#555'>{k}</th><td style='text-align:right'>{v}</td></tr>"
+                   for k, v in rows)
+    head = f"<div style='font-weight:bold;margin-bottom:2px'>{title}</div>" if title else ""
+    return f"{head}<table style='font-size:12px;border-collapse:collapse'>{body}</table>"
+
+
+def _csv_link(frame: pd.DataFrame, filename: str, text: str) -> str:
+    data = base64.b64encode(frame.to_csv().encode()).decode()
+    return (f"<a download='{html.escape(filename)}' href='data:text/csv;base64,{data}' "
+            f"style='color:#1565c0'>{html.escape(text)}</a>")
+
+
+def _error_html(text: str) -> str:
+    return f"<div style='color:#b71c1c;font-size:12px'>&#9888; {html.escape(text)}</div>"
+
+
+def _note_html(text: str) -> str:
+    return f"<div style='color:#37474f;font-size:12px'>{html.escape(text)}</div>"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, QuantlabError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------------
+# one pair: pipeline + plots + panels
+# ---------------------------------------------------------------------------------
+class PairView:
+    """Plots and panels of one pair. Only the kernel's loop touches it."""
+
+    TABLE_ROWS = 15
+
+    def __init__(self, spec: PairSpec, *, analytics_factory: Callable | None = None):
+        self.spec = spec
+        self.pipeline = PairPipeline(spec, analytics_factory=analytics_factory)
+        self.plots = PairPlots(spec)
+        self.title = W.HTML(f"<h4 style='margin:4px 0'>{html.escape(spec.label)} &middot; "
+                            f"{html.escape(spec.timeframe)} bars</h4>")
+        self.readiness = W.HTML()
+        self.stats = W.HTML()
+        self.alert_log = W.HTML()
+        self.adf = W.HTML()
+        self.table = W.HTML()
+        self.stat_values: dict[str, float] = {}
+        self._tests_at = -math.inf
+        self._panels_at = -math.inf
+        self._last_committed = -1
+        self.widget = W.VBox([
+            self.title, self.readiness, self.plots.model,
+            W.HBox([self.stats, self.alert_log],
+                   layout=W.Layout(gap="24px", align_items="flex-start")),
+            self.adf, self.table,
+        ])
+        self.refresh_panels(force=True)
+
+    @property
+    def target(self) -> tuple[PairPipeline, Any]:
+        return self.pipeline, self.plots.sink
+
+    def replace_pipeline(self, pipeline: PairPipeline) -> None:
+        self.pipeline = pipeline
+        self.plots.reset(list(pipeline.rows))
+        self.refresh_panels(force=True)
+
+    # -- panels (throttled: at most once a second, and only when bars closed) ---------
+    def refresh_panels(self, now: float | None = None, force: bool = False,
+                       feed: Any = None) -> None:
+        now = time.monotonic() if now is None else now
+        committed = self.pipeline.bars_committed
+        if not force and (now - self._panels_at < 1.0):
+            return
+        changed = committed != self._last_committed
+        self._panels_at = now
+        lines = self.pipeline.readiness()
+        ready = "" if not lines else _note_html(" · ".join(lines))
+        if self.readiness.value != ready:
+            self.readiness.value = ready
+        if not (changed or force):
+            return
+        self._last_committed = committed
+        if now - self._tests_at >= 15.0 or force:
+            self._tests_at = now
+            self._update_tests()
+        self._update_stats()
+        self._update_alerts()
+        self._update_table()
+
+    def _update_tests(self) -> None:
+        """ADF / cointegration p-values for the stats panel (every 15 s)."""
+        p = self.pipeline
+        _, y, x = p.closes()
+        spread = np.fromiter((r["spread"] for r in p.rows), dtype=np.float64, count=len(p.rows))
+        vals = {"adf_pvalue": math.nan, "coint_pvalue": math.nan}
+        if np.isfinite(spread).sum() >= max(20, p.spec.window):
+            try:
+                results = ui_analytics.adf_table(y, x, spread)
+                vals["adf_pvalue"] = float(getattr(results[0][1], "pvalue", math.nan))
+                vals["coint_pvalue"] = float(getattr(results[1][1], "pvalue", math.nan))
+            except Exception as exc:  # a statistic failing must not break the panel
+                logger.debug("ADF/coint failed: %s", exc)
+        self.stat_values.update(vals)
+
+    def _update_stats(self) -> None:
+        p, spec = self.pipeline, self.pipeline.spec
+        rows = list(p.rows)
+        w = spec.window
+        legs = []
+        for leg, sym in (("y", spec.symbol_y), ("x", spec.symbol_x)):
+            closes = np.array([r[f"{leg}_close"] for r in rows[-(w + 1):]], dtype=float)
+            last = p.last_price[leg]
+            ret1 = ret_w = vol = math.nan
+            if closes.size >= 2 and np.all(closes > 0):
+                lr = np.diff(np.log(closes))
+                ret1 = lr[-1]
+                if closes.size >= w + 1:
+                    ret_w = math.log(closes[-1] / closes[0])
+                    vol = float(np.std(lr, ddof=1))
+            legs.append((sym, last, ret1, ret_w, vol))
+        last_row = rows[-1] if rows else {}
+        corr = last_row.get("corr", math.nan)
+        half = last_row.get("half_life", math.nan)
+        coint_p = self.stat_values.get("coint_pvalue", math.nan)
+        health, why = ui_analytics.relationship_health(corr, coint_p, half, w)
+        color = {"healthy": "#2e7d32", "weak": "#ef6c00", "broken": "#c62828"}.get(health, "#555")
+        stat_rows = []
+        for sym, last, ret1, ret_w, vol in legs:
+            stat_rows += [(f"{sym} last", _fmt(last, ".8g")),
+                          (f"{sym} return, last bar", _fmt(ret1 * 100 if ret1 == ret1 else ret1,
+                                                           ".3f", " %")),
+                          (f"{sym} return, {w} bars", _fmt(ret_w * 100 if ret_w == ret_w else ret_w,
+                                                           ".3f", " %")),
+                          (f"{sym} volatility / bar", _fmt(vol * 100 if vol == vol else vol,
+                                                           ".4f", " %"))]
+        stat_rows += [
+            ("hedge ratio &beta; (" + html.escape(HEDGES[spec.hedge]) + ")",
+             _fmt(last_row.get("beta"), ".5g")),
+            ("half-life", _fmt(half, ".3g", " bars")),
+            ("z-score", _fmt(last_row.get("zscore"), ".3f")),
+            ("ADF p-value (spread)", _fmt(self.stat_values.get("adf_pvalue"), ".4f")),
+            ("coint p-value", _fmt(coint_p, ".4f")),
+            ("relationship", f"<span style='color:{color};font-weight:bold' title='{html.escape(why)}'>"
+                             f"{health}</span>"),
+            ("bars", f"{p.bars_committed:,}"),
+        ]
+        self.stats.value = _table(stat_rows, "stats")
+
+    def _update_alerts(self) -> None:
+        events = self.pipeline.alerts.events[:20]  # newest first
+        if not events:
+            body = "<div style='color:#777;font-size:12px'>no alerts yet</div>"
+        else:
+            body = "".join(
+                f"<div style='font-size:12px'><span style='color:#777'>"
+                f"{html.escape(ev.time_iso[11:23])}</span> {html.escape(ev.message)}</div>"
+                for ev in events)
+        rules = ", ".join(html.escape(r) for r in self.pipeline.spec.rules) or "none"
+        self.alert_log.value = (f"<div style='font-weight:bold'>alerts (newest first)</div>"
+                                f"<div style='font-size:11px;color:#777'>rules: {rules}</div>{body}")
+
+    def _update_table(self) -> None:
+        frame = self.pipeline.frame(last=self.TABLE_ROWS)
+        if frame.empty:
+            self.table.value = ""
+            return
+        spec = self.pipeline.spec
+        cols = [f"{spec.symbol_y}_close", f"{spec.symbol_x}_close", "spread", "zscore", "corr",
+                "beta", "half_life"]
+        shown = frame[cols].iloc[::-1]
+        shown.index = shown.index.strftime("%H:%M:%S" if spec.timeframe_ms < 60_000 else "%m-%d %H:%M")
+        table_html = shown.to_html(float_format=lambda v: f"{v:.6g}", na_rep="—", border=0)
+        link = _csv_link(frame, f"{spec.symbol_y}-{spec.symbol_x}-{spec.timeframe}-latest.csv",
+                         f"download these {len(frame)} bars as CSV")
+        self.table.value = (f"<div style='font-weight:bold'>latest bars</div>"
+                            f"<div style='font-size:11px'>{table_html}</div>{link}")
+
+
+# ---------------------------------------------------------------------------------
+# the monitor
+# ---------------------------------------------------------------------------------
+class LiveMonitor:
+    """Controls, status strip and one :class:`PairView` per pair.
+
+    Build it with :func:`build_monitor`; display with :meth:`show` (or as the
+    last expression of a cell); :meth:`start` / :meth:`stop` (or the buttons);
+    :meth:`run_for` in scripts and papermill.
+    """
+
+    def __init__(self, params: MonitorParams | None = None, *,
+                 analytics_factory: Callable | None = None):
+        self.params = params or MonitorParams()
+        self._analytics_factory = analytics_factory
+        self.ingester: Any = None
+        self.subscription: Any = None
+        self.replay: Any = None
+        self.pump: UiPump | None = None
+        self.step: FeedStep | None = None
+        self._status_at = -math.inf
+        self._started_at: float | None = None
+        self.mode = "idle"   # idle | live | files
+        self.last_error: str | None = None
+        self._missed = 0          # trades the subscription ring overwrote (UI too slow)
+        self._last_ticks = 0
+        self._build_controls()
+        self.views: list[PairView] = []
+        self.pairs_box = W.VBox()
+        self._make_views(self.params.pair_specs())
+        self.widget = W.VBox([self.controls, self.message, self.status, self.pairs_box],
+                             layout=W.Layout(width="100%"))
+        self._refresh_status(force=True)
+
+    # -- widgets -------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        p = self.params
+        wide = {"description_width": "initial"}
+        self.w_source = W.Dropdown(options=[(v, k) for k, v in SOURCES.items()], value=p.source,
+                                   description="source", style=wide)
+        self.w_market = W.Dropdown(options=[(v, k) for k, v in MARKETS.items()], value=p.market,
+                                   description="market", style=wide)
+        self.w_y = W.Text(value=p.symbol_y, description="Y", layout=W.Layout(width="150px"),
+                          style={"description_width": "20px"})
+        self.w_x = W.Text(value=p.symbol_x, description="X", layout=W.Layout(width="150px"),
+                          style={"description_width": "20px"})
+        tf_choice = p.timeframe if p.timeframe in TIMEFRAMES else "custom"
+        self.w_tf = W.Dropdown(options=list(TIMEFRAMES), value=tf_choice, description="timeframe",
+                               style=wide, layout=W.Layout(width="170px"))
+        self.w_tf_custom = W.Text(value=p.timeframe if tf_choice == "custom" else "",
+                                  placeholder="e.g. 15s, 250ms", layout=W.Layout(width="110px"),
+                                  disabled=tf_choice != "custom")
+        self.w_window = W.IntSlider(value=p.window, min=5, max=1000, step=5, description="window",
+                                    continuous_update=False, style=wide,
+                                    layout=W.Layout(width="330px"))
+        self.w_hedge = W.Dropdown(options=[(v, k) for k, v in HEDGES.items()], value=p.hedge,
+                                  description="hedge", style=wide)
+        self.w_entry = W.BoundedFloatText(value=p.z_entry, min=0.1, max=10, step=0.1,
+                                          description="z entry", style=wide,
+                                          layout=W.Layout(width="150px"))
+        self.w_exit = W.BoundedFloatText(value=p.z_exit, min=0.0, max=10, step=0.1,
+                                         description="z exit", style=wide,
+                                         layout=W.Layout(width="140px"))
+        self.w_rules = W.Textarea(value="\n".join(p.alert_rules), description="alerts",
+                                  placeholder="one rule per line, e.g. zscore > 2",
+                                  continuous_update=False, style=wide,
+                                  layout=W.Layout(width="330px", height="56px"))
+        self.b_start = W.Button(description="Start", button_style="success", icon="play")
+        self.b_stop = W.Button(description="Stop", button_style="danger", icon="stop",
+                               disabled=True)
+        self.b_adf = W.Button(description="ADF now", icon="flask")
+        self.b_add = W.Button(description="Add pair", icon="plus",
+                              tooltip="add the Y/X pair in the fields as another panel")
+        self.w_format = W.Dropdown(options=[("CSV", ".csv"), ("Parquet", ".parquet"),
+                                            ("Excel", ".xlsx")], value=".csv",
+                                   layout=W.Layout(width="100px"))
+        self.b_export = W.Button(description="Export", icon="download")
+        self.w_up_y = W.FileUpload(accept=".csv,.gz,.zip,.txt,.json,.ndjson,.jsonl",
+                                   multiple=False, description="Y file")
+        self.w_up_x = W.FileUpload(accept=".csv,.gz,.zip,.txt,.json,.ndjson,.jsonl",
+                                   multiple=False, description="X file")
+        self.b_files = W.Button(description="Analyze files", icon="file",
+                                tooltip="OHLC CSV or Binance data files, one per leg")
+        self.message = W.HTML()
+        self.status = W.HTML()
+
+        self.b_start.on_click(self._guard(lambda _b: self.start()))
+        self.b_stop.on_click(self._guard(lambda _b: self.stop()))
+        self.b_adf.on_click(self._guard(lambda _b: self.adf_now()))
+        self.b_add.on_click(self._guard(lambda _b: self.add_pair(self.w_y.value, self.w_x.value)))
+        self.b_export.on_click(self._guard(lambda _b: self.export(self.w_format.value)))
+        self.b_files.on_click(self._guard(lambda _b: self._load_uploads()))
+        self.w_tf.observe(self._guard(self._on_tf), names="value")
+        self.w_window.observe(self._guard(lambda ch: self.set_analytics(window=ch["new"])),
+                              names="value")
+        self.w_hedge.observe(self._guard(lambda ch: self.set_analytics(hedge=ch["new"])),
+                             names="value")
+        self.w_entry.observe(self._guard(lambda ch: self.set_bands(z_entry=ch["new"])),
+                             names="value")
+        self.w_exit.observe(self._guard(lambda ch: self.set_bands(z_exit=ch["new"])),
+                            names="value")
+        self.w_rules.observe(self._guard(lambda ch: self.set_rules(ch["new"])), names="value")
+
+        row = dict(layout=W.Layout(flex_flow="row wrap", align_items="center", gap="6px"))
+        self.controls = W.VBox([
+            W.HBox([self.w_source, self.w_market, self.w_y, self.w_x, self.w_tf,
+                    self.w_tf_custom], **row),
+            W.HBox([self.w_window, self.w_hedge, self.w_entry, self.w_exit], **row),
+            W.HBox([self.w_rules, self.b_start, self.b_stop, self.b_adf, self.b_add,
+                    self.w_format, self.b_export], **row),
+            W.HBox([self.w_up_y, self.w_up_x, self.b_files], **row),
+        ])
+
+    def _guard(self, fn: Callable) -> Callable:
+        """Widget callbacks show errors inline, never as a traceback."""
+        def wrapper(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                if not isinstance(exc, QuantlabError):
+                    logger.exception("monitor callback failed")
+                self._show_error(_describe(exc))
+        return wrapper
+
+    def _show_error(self, text: str) -> None:
+        self.last_error = text
+        self.message.value = _error_html(text)
+
+    def _show_note(self, text: str) -> None:
+        self.message.value = _note_html(text)
+
+    def _on_tf(self, change: Mapping[str, Any]) -> None:
+        self.w_tf_custom.disabled = change["new"] != "custom"
+
+    def _make_views(self, specs: Sequence[PairSpec]) -> None:
+        self.views = [PairView(s, analytics_factory=self._analytics_factory) for s in specs]
+        self.pairs_box.children = [v.widget for v in self.views]
+
+    # -- display -----------------------------------------------------------------------
+    def show(self) -> None:
+        """Display the monitor (loads BokehJS inline first)."""
+        from IPython.display import display
+
+        load_bokehjs()
+        display(self.widget)
+
+    def _ipython_display_(self) -> None:
+        self.show()
+
+    # -- reading the controls --------------------------------------------------------------
+    def params_from_controls(self) -> MonitorParams:
+        tf = self.w_tf.value
+        if tf == "custom":
+            tf = self.w_tf_custom.value.strip()
+            parse_timeframe(tf)
+        extra = tuple((v.spec.symbol_y, v.spec.symbol_x) for v in self.views[1:])
+        return dataclasses.replace(
+            self.params, source=self.w_source.value, market=self.w_market.value,
+            symbol_y=self.w_y.value.strip().upper(), symbol_x=self.w_x.value.strip().upper(),
+            timeframe=tf, window=int(self.w_window.value), hedge=self.w_hedge.value,
+            z_entry=float(self.w_entry.value), z_exit=float(self.w_exit.value),
+            alert_rules=tuple(self.w_rules.value.splitlines()), extra_pairs=extra)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.pump is not None and self.pump.running
+
+    def start(self) -> "LiveMonitor":
+        """Start the feed (ingester, and the in-process replay server when the
+        source asks for one), load stored history, start the UI pump.
+        Errors are shown inline and re-raised only for programming errors."""
+        if self.running:
+            return self
+        params = self.params_from_controls()
+        self.params = params
+        for other in list(_running_monitors):
+            if other is not self:
+                other.stop()
+        self.message.value = ""
+        self.last_error = None
+        specs = params.pair_specs()
+        if [v.spec for v in self.views] != specs:
+            # symbols, timeframe or rollover changed: new plots
+            self._make_views(specs)
+        else:
+            for v in self.views:
+                v.replace_pipeline(PairPipeline(v.spec, analytics_factory=self._analytics_factory))
+        try:
+            ws_base, rest_base = self._start_source(params)
+            self._load_history(params)
+            self._start_ingester(params, ws_base, rest_base)
+        except Exception as exc:
+            self._teardown_feed()
+            self._refresh_status(force=True)
+            if not isinstance(exc, (QuantlabError, OSError)):
+                logger.exception("monitor start failed")
+            self._show_error(f"cannot start: {_describe(exc)}")
+            return self
+        self.step = FeedStep(self.subscription.drain, [v.target for v in self.views],
+                             after=self._after_tick)
+        self.pump = UiPump(self.step, interval_s=params.interval_s,
+                           on_error=lambda exc: self._show_error(f"UI update failed: "
+                                                                 f"{_describe(exc)}"))
+        self.pump.start()
+        self.mode = "live"
+        self._started_at = time.monotonic()
+        _running_monitors.add(self)
+        self.b_start.disabled = True
+        self.b_stop.disabled = False
+        self._refresh_status(force=True)
+        return self
+
+    def stop(self) -> None:
+        """Stop the pump, the ingester (flushing what it received) and the
+        replay server. Safe to call twice; the kernel stays usable and
+        :meth:`start` works again."""
+        if self.pump is not None:
+            self.pump.stop()
+            # one last tick shows what arrived before the stop
+        self._teardown_feed()
+        _running_monitors.discard(self)
+        if self.mode == "live":
+            self.mode = "idle"
+        self.b_start.disabled = False
+        self.b_stop.disabled = True
+        self._refresh_status(force=True)
+        for v in self.views:
+            v.refresh_panels(force=True)
+
+    async def run_for(self, seconds: float) -> dict:
+        """Start, let the pump run ``seconds`` on this loop, stop; return
+        :meth:`summary`. Use ``await monitor.run_for(20)`` in a cell (papermill
+        runs it like any cell; the kernel keeps serving the pump meanwhile)."""
+        self.start()
+        try:
+            if self.running:
+                await asyncio.sleep(seconds)
+        finally:
+            self.stop()
+        return self.summary()
+
+    def _teardown_feed(self) -> None:
+        pump, self.pump = self.pump, None
+        if pump is not None:
+            pump.stop()
+            self._last_ticks = pump.ticks
+        sub, self.subscription = self.subscription, None
+        if sub is not None:
+            self._missed += sub.missed
+            try:
+                sub.close()
+            except Exception:
+                logger.exception("closing the subscription failed")
+        ing = self.ingester
+        if ing is not None:
+            try:
+                self._final_stats = ing.stop(timeout=30.0)
+            except Exception as exc:
+                self._show_error(f"ingester did not stop cleanly: {_describe(exc)}")
+        rep, self.replay = self.replay, None
+        if rep is not None:
+            try:
+                rep.stop()
+            except Exception:
+                logger.exception("stopping the replay server failed")
+
+    # -- feed ------------------------------------------------------------------------------
+    def _symbols(self, params: MonitorParams) -> tuple[str, ...]:
+        out: list[str] = []
+        for spec in params.pair_specs():
+            for s in spec.symbol_y, spec.symbol_x:
+                if s not in out:
+                    out.append(s)
+        return tuple(out)
+
+    def _start_source(self, params: MonitorParams) -> tuple[str | None, str | None]:
+        """(ws_base, rest_base) to give the ingester; starts an in-process
+        replay server for ``replay`` / ``capture`` without ``ws_url``."""
+        if params.ws_url:
+            return params.ws_url, params.rest_url
+        if params.source == "live":
+            return None, params.rest_url
+        from quantlab.replay import ReplayServer, SyntheticSource, make_source
+
+        if params.source == "replay":
+            # The synthetic market's first symbol is the random-walk leg: give it
+            # the first pair's x so that y = alpha + beta x + OU spread.
+            first = params.pair_specs()[0]
+            symbols = (first.symbol_x, first.symbol_y) + tuple(
+                s for s in self._symbols(params) if s not in (first.symbol_x, first.symbol_y))
+            source = SyntheticSource(symbols, market=params.market, rate=params.rate,
+                                     seed=params.seed)
+        else:
+            paths = params.capture_path
+            paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+            # Recorded times are moved to now so lag and staleness read as live.
+            source = make_source("capture", paths, symbols=self._symbols(params),
+                                 market=params.market, rebase_time=True)
+        server = ReplayServer(source)
+        server.start()
+        self.replay = server
+        return server.ws_url, server.rest_url
+
+    def _load_history(self, params: MonitorParams) -> None:
+        """Stored bars of the lookback window, from the DB (if it exists)."""
+        if params.lookback <= 0 or not Path(params.db_path).exists():
+            return
+        from quantlab.store import TickStore
+
+        now_ms = time.time_ns() // 1_000_000
+        store = TickStore(params.db_path, read_only=True)
+        try:
+            for v in self.views:
+                tf = v.spec.timeframe_ms
+                end = now_ms // tf * tf
+                start = end - params.lookback * tf
+                by = store.bars(v.spec.symbol_y, v.spec.timeframe, start_ms=start, end_ms=end,
+                                market=params.market)
+                bx = store.bars(v.spec.symbol_x, v.spec.timeframe, start_ms=start, end_ms=end,
+                                market=params.market)
+                rows = v.pipeline.add_bars(by, bx)
+                if rows and params.source in ("live", "replay"):
+                    # The bar forming now is partial in the feed (its first trades
+                    # were before the subscription): start with the next one.
+                    v.pipeline.skip_until(end + tf)
+                v.plots.reset(rows)
+                v.refresh_panels(force=True)
+        finally:
+            close = getattr(store, "close", None)
+            if close:
+                close()
+
+    def _start_ingester(self, params: MonitorParams, ws_base: str | None,
+                        rest_base: str | None) -> None:
+        from quantlab.ingest import Ingester, IngestSettings
+
+        Path(params.db_path).parent.mkdir(parents=True, exist_ok=True)
+        settings = IngestSettings(symbols=self._symbols(params), db_path=params.db_path,
+                                  market=params.market, stream=params.stream,
+                                  ws_base=ws_base, rest_base=rest_base)
+        self.ingester = Ingester(settings)
+        self.ingester.start()
+        self.subscription = self.ingester.subscribe()
+
+    # -- per tick (UI pump) ----------------------------------------------------------------
+    def _after_tick(self, now: float, updates: list) -> None:
+        self._refresh_status(now)
+        for v in self.views:
+            v.refresh_panels(now, feed=self.ingester)
+
+    def _refresh_status(self, now: float | None = None, force: bool = False) -> None:
+        now = time.monotonic() if now is None else now
+        if not force and now - self._status_at < 0.5:
+            return
+        self._status_at = now
+        text = self.status_html()
+        if self.status.value != text:
+            self.status.value = text
+
+    def status_html(self) -> str:
+        """The status strip: connection, rates, lag, gaps, drops, queue."""
+        ing = self.ingester
+        if self.mode == "files":
+            return _note_html("files loaded: no live feed")
+        if ing is None:
+            return _note_html("stopped · press Start (or call monitor.start())")
+        st, stats = ing.status, ing.stats
+        missed = self._missed + (self.subscription.missed if self.subscription else 0)
+        colors = {"live": "#2e7d32", "connecting": "#ef6c00", "reconnecting": "#ef6c00",
+                  "stale": "#ef6c00", "stopped": "#555"}
+        state = st.state if self.running or st.state == "stopped" else st.state
+        if not self.running and state != "stopped":
+            state = "stopped"
+        dropped = stats.dropped + missed
+        pump = self.pump
+        ui_rate = ""
+        if pump is not None and self._started_at is not None:
+            elapsed = max(1e-3, time.monotonic() - self._started_at)
+            ui_rate = f"{pump.ticks / elapsed:.1f} updates/s, step {pump.step_s * 1000:.0f} ms"
+        parts = [
+            f"<b style='color:{colors.get(state, '#555')}'>{html.escape(state)}</b>",
+            f"{stats.trades_per_s:,.0f} trades/s",
+            f"lag {_fmt(stats.lag_ms_p50, ',.0f', ' ms')}",
+            f"last trade {_fmt(stats.last_trade_age_s, '.1f', ' s')} ago",
+            f"reconnects {stats.reconnects}",
+            f"gaps {stats.gaps_found} (backfilled {stats.trades_backfilled:,})",
+            f"<span style='color:{'#c62828' if dropped else 'inherit'}'>dropped {dropped:,}</span>",
+            f"queue {stats.queue_depth:,}",
+            f"stored {stats.trades_stored:,}",
+        ]
+        if ui_rate:
+            parts.append(f"UI {ui_rate}")
+        line = " · ".join(parts)
+        out = f"<div style='font-size:12px;font-family:monospace'>{line}</div>"
+        if st.error and (state != "live" or st.fatal):
+            out += _error_html(st.error)
+        return out
+
+    # -- analytics controls -------------------------------------------------------------------
+    def set_analytics(self, **changes: Any) -> None:
+        """Change ``window`` and/or ``hedge`` for every pair and recompute the
+        retained bars (the plots are replaced once)."""
+        self.params = dataclasses.replace(self.params, **changes)
+        for v in self.views:
+            rows = v.pipeline.reconfigure(**changes)
+            v.spec = v.pipeline.spec
+            v.plots.reset(rows)
+            v.refresh_panels(force=True)
+        if "window" in changes and self.w_window.value != changes["window"]:
+            self.w_window.value = changes["window"]
+        if "hedge" in changes and self.w_hedge.value != changes["hedge"]:
+            self.w_hedge.value = changes["hedge"]
+
+    def set_bands(self, **changes: Any) -> None:
+        p = dataclasses.replace(self.params, **changes)  # validates entry > exit
+        self.params = p
+        for v in self.views:
+            v.pipeline.spec = dataclasses.replace(v.pipeline.spec, z_entry=p.z_entry,
+                                                  z_exit=p.z_exit)
+            v.plots.set_bands(p.z_entry, p.z_exit)
+
+    def set_rules(self, text: str | Sequence[str]) -> None:
+        """Replace the alert rules (text: one rule per line). A bad rule is
+        reported inline and nothing changes."""
+        from quantlab.alerts import AlertEngine, parse_rule
+
+        lines = text.splitlines() if isinstance(text, str) else list(text)
+        rules = tuple(r.strip() for r in lines if r.strip())
+        for r in rules:
+            parse_rule(r)  # raises ConfigError with the reason
+        self.params = dataclasses.replace(self.params, alert_rules=rules)
+        for v in self.views:
+            v.pipeline.spec = dataclasses.replace(v.pipeline.spec, rules=rules)
+            v.pipeline.alerts = AlertEngine(rules, v.spec.label, sinks=())
+            v.refresh_panels(force=True)
+        self._show_note(f"alert rules: {', '.join(rules) or 'none'}")
+
+    # -- pairs ------------------------------------------------------------------------------
+    def add_pair(self, symbol_y: str, symbol_x: str) -> PairView:
+        """Add a pair panel sharing the feed. While running, the ingester is
+        restarted with the union of symbols."""
+        spec = dataclasses.replace(self.views[0].spec, symbol_y=symbol_y, symbol_x=symbol_x)
+        if any(v.spec.label == spec.label for v in self.views):
+            raise ConfigError("pair", spec.label, "a pair not shown already")
+        view = PairView(spec, analytics_factory=self._analytics_factory)
+        self.views.append(view)
+        self.pairs_box.children = [v.widget for v in self.views]
+        if self.running:
+            self.stop()
+            self.start()
+        return view
+
+    # -- actions ----------------------------------------------------------------------------
+    def adf_now(self) -> None:
+        """Run ADF on the spread and Engle-Granger on the prices now; show
+        the results as small tables under each pair."""
+        for v in self.views:
+            p = v.pipeline
+            _, y, x = p.closes()
+            spread = np.fromiter((r["spread"] for r in p.rows), dtype=np.float64,
+                                 count=len(p.rows))
+            need = max(20, p.spec.window)
+            have = int(np.isfinite(spread).sum())
+            if have < need:
+                v.adf.value = _note_html(f"ADF needs {need} bars with a spread, have {have}")
+                continue
+            try:
+                results = ui_analytics.adf_table(y, x, spread)
+            except QuantlabError as exc:
+                v.adf.value = _error_html(str(exc))
+                continue
+            parts = []
+            for title, res in results:
+                body = res._repr_html_() if hasattr(res, "_repr_html_") else html.escape(str(res))
+                parts.append(f"<div style='display:inline-block;vertical-align:top;"
+                             f"margin-right:24px;font-size:12px'><b>{html.escape(title)}</b>"
+                             f"{body}</div>")
+            v.stat_values["adf_pvalue"] = float(getattr(results[0][1], "pvalue", math.nan))
+            v.stat_values["coint_pvalue"] = float(getattr(results[1][1], "pvalue", math.nan))
+            stamp = time.strftime("%H:%M:%S")
+            v.adf.value = (f"<div style='font-size:11px;color:#777'>ADF at {stamp} on "
+                           f"{have} bars</div>" + "".join(parts))
+
+    def export(self, fmt: str = ".csv", directory: str | Path | None = None) -> list[Path]:
+        """Write each pair's current bars and analytics (``.csv``,
+        ``.parquet`` or ``.xlsx``) and show where; returns the paths."""
+        from quantlab.export import default_filename, export_frame
+
+        if not fmt.startswith("."):
+            fmt = "." + fmt
+        out_dir = Path(directory or self.params.export_dir)
+        paths, links = [], []
+        for v in self.views:
+            frame = v.pipeline.frame()
+            if frame.empty:
+                raise ConfigError("export", f"{v.spec.label}: no bars yet",
+                                  "at least one closed bar (start the feed or load files)")
+            spec = v.pipeline.spec
+            name = default_filename("monitor", [spec.symbol_y, spec.symbol_x], spec.timeframe,
+                                    frame.index[0], frame.index[-1], fmt.lstrip("."))
+            meta = {"symbols": [spec.symbol_y, spec.symbol_x], "timeframe": spec.timeframe,
+                    "window": spec.window, "method": spec.hedge, "source": self.params.source,
+                    "market": self.params.market, "z_entry": spec.z_entry, "z_exit": spec.z_exit,
+                    "alert_rules": list(spec.rules)}
+            path = export_frame(frame, out_dir / name, metadata=meta)
+            paths.append(path)
+            links.append(html.escape(str(path)))
+        self._show_note("exported: " + ", ".join(links))
+        return paths
+
+    # -- files (no live feed) ------------------------------------------------------------------
+    def _load_uploads(self) -> None:
+        ups = []
+        for w, leg in ((self.w_up_y, "Y"), (self.w_up_x, "X")):
+            if not w.value:
+                raise ConfigError(f"{leg} file", None, f"a file in the {leg} upload box")
+            item = w.value[0]
+            ups.append((item["name"], bytes(item["content"])))
+        self.load_files(ups[0], ups[1])
+
+    def load_files(self, file_y: tuple[str, bytes] | str | Path,
+                   file_x: tuple[str, bytes] | str | Path) -> PairView:
+        """Run the analytics and plots on two files (one per leg): OHLC CSV,
+        Binance klines/trades/aggTrades files or captures. Stops a running
+        feed. A bad file raises (the buttons show the error) and changes
+        nothing."""
+        from quantlab.bars import aggregate_bars, resample_trades
+        from quantlab.io import load_file, load_file_bytes
+
+        params = self.params_from_controls()
+        loaded = []
+        for item, leg_symbol in ((file_y, params.symbol_y), (file_x, params.symbol_x)):
+            if isinstance(item, tuple):
+                lf = load_file_bytes(item[0], item[1])
+            else:
+                lf = load_file(item)
+            loaded.append(lf)
+        tf = parse_timeframe(params.timeframe)
+        frames, symbols = [], []
+        for lf, fallback in zip(loaded, (params.symbol_y, params.symbol_x)):
+            sym = lf.symbol or fallback
+            frame = lf.frame
+            if lf.is_bars:
+                frame = frame.copy()
+                # OHLC files do not count trades; a bar with volume (or unknown) traded.
+                if "trade_count" in frame.columns:
+                    traded = ~frame["is_empty"].to_numpy(dtype=bool) if "is_empty" in frame else True
+                    frame["trade_count"] = np.where((frame["trade_count"] == 0) & traded, 1,
+                                                    frame["trade_count"])
+                src_tf = _infer_tf(frame)
+                if src_tf and tf > src_tf and tf % src_tf == 0:
+                    frame = aggregate_bars(frame, tf, source_timeframe=src_tf)
+                elif src_tf and tf != src_tf:
+                    tf = src_tf
+            else:
+                if "symbol" in frame.columns and frame["symbol"].nunique() > 1:
+                    frame = frame[frame["symbol"] == sym]
+                frame = resample_trades(frame, tf)
+            frames.append(frame)
+            symbols.append(sym)
+        if frames[0].empty or frames[1].empty:
+            raise ConfigError("files", "no bars", "files with at least one trade or bar each")
+        spec = dataclasses.replace(self.views[0].spec, symbol_y=symbols[0], symbol_x=symbols[1],
+                                   timeframe=f"{tf}ms" if tf % 1000 else _tf_text(tf),
+                                   window=params.window, hedge=params.hedge)
+        pipeline = PairPipeline(spec, analytics_factory=self._analytics_factory)
+        pipeline.add_bars(frames[0], frames[1])
+        if pipeline.bars_committed == 0:
+            raise ConfigError("files", "no overlapping bars",
+                              "two files covering the same time range")
+        # Everything parsed: now (and only now) change the display.
+        if self.running:
+            self.stop()
+        view = PairView(spec, analytics_factory=self._analytics_factory)
+        view.replace_pipeline(pipeline)
+        self.views = [view]
+        self.pairs_box.children = [view.widget]
+        self.mode = "files"
+        self._refresh_status(force=True)
+        self._show_note(f"loaded {loaded[0].format} file for {symbols[0]} and {loaded[1].format} "
+                        f"file for {symbols[1]}: {pipeline.bars_committed:,} bars")
+        return view
+
+    # -- reporting -----------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Counters for scripts and tests (plain JSON-able values)."""
+        ing = self.ingester
+        stats = ing.stats if ing is not None else None
+        out: dict[str, Any] = {
+            "running": self.running,
+            "mode": self.mode,
+            "pairs": {},
+            "pump_ticks": self.pump.ticks if self.pump else self._last_ticks,
+            "pump_errors": self.pump.errors if self.pump else 0,
+            "last_error": self.last_error,
+        }
+        for v in self.views:
+            p = v.pipeline
+            out["pairs"][v.spec.label] = {
+                "bars": p.bars_committed, "rows_kept": len(p.rows),
+                "trades_y": p.trades["y"], "trades_x": p.trades["x"],
+                "alerts": p.alerts_fired, "late_trades": sum(b.late_trades for b in p._bars.values()),
+                "zscore": _json_float(p.rows[-1]["zscore"]) if p.rows else None,
+            }
+        if stats is not None:
+            out["ingest"] = {"state": ing.status.state, "trades_stored": stats.trades_stored,
+                             "dropped": stats.dropped, "gaps_found": stats.gaps_found,
+                             "trades_backfilled": stats.trades_backfilled,
+                             "reconnects": stats.reconnects, "queue_depth": stats.queue_depth,
+                             "error": ing.status.error}
+        out["ui_missed"] = self._missed + (self.subscription.missed if self.subscription else 0)
+        return out
+
+
+def _json_float(v: float) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _infer_tf(frame: pd.DataFrame) -> int | None:
+    if len(frame) < 2:
+        return None
+    ms = frame.index.as_unit("ms").asi8
+    d = np.diff(ms)
+    d = d[d > 0]
+    return int(np.gcd.reduce(d)) if d.size else None
+
+
+def _tf_text(tf_ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if tf_ms % size == 0:
+            return f"{tf_ms // size}{unit}"
+    return f"{tf_ms}ms"

@@ -1,0 +1,222 @@
+"""Streaming Bokeh figures of one pair, sharing one time axis.
+
+Three data sources per pair, updated only by the UI pump (one ``stream`` call
+each per tick, see :mod:`quantlab.ui.pump`):
+
+* ``"<Y/X>:bars"`` - closed bars and their analytics (rollover ``max_bars``);
+* ``"<Y/X>:forming"`` - the bar still forming (rollover 1);
+* ``"<Y/X>:alerts"`` - alert markers on the z-score plot.
+
+The figures: prices (candles of ``y`` on the left axis, ``x`` on a second
+axis), spread with its rolling mean, z-score with entry/exit bands and alert
+markers, rolling correlation, hedge ratio (static OLS vs rolling OLS vs
+Kalman) and traded volume in quote currency. All have pan, wheel zoom, box
+zoom, reset and hover.
+
+BokehJS must be loaded inline (no CDN offline, ``shared/BROWSER.md``):
+:func:`load_bokehjs` does it once per kernel.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+from bokeh.layouts import column
+from bokeh.models import (
+    ColumnDataSource,
+    DataRange1d,
+    HoverTool,
+    LinearAxis,
+    Range1d,
+    Span,
+)
+from bokeh.plotting import figure
+from bokeh.transform import dodge
+
+from quantlab.ui.pipeline import ROW_COLUMNS, PairSpec
+from quantlab.ui.pump import PairSink
+
+__all__ = ["PairPlots", "load_bokehjs"]
+
+_loaded = False
+
+Y_COLOR = "#1f77b4"
+X_COLOR = "#ff7f0e"
+TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
+
+
+def load_bokehjs(force: bool = False) -> None:
+    """Load BokehJS into the notebook page from the Python package (INLINE),
+    never from a CDN. Idempotent per kernel unless ``force``."""
+    global _loaded
+    if _loaded and not force:
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+
+    output_notebook(resources=INLINE, hide_banner=True)
+    _loaded = True
+
+
+def _empty(columns: Iterable[str]) -> dict[str, list]:
+    return {c: [] for c in columns}
+
+
+def columns_of(rows: list[dict]) -> dict[str, list]:
+    """Rows (dicts) -> Bokeh column data."""
+    if not rows:
+        return _empty(ROW_COLUMNS)
+    return {k: [r[k] for r in rows] for k in ROW_COLUMNS}
+
+
+class PairPlots:
+    """The figures of one pair and their data sources.
+
+    Parameters
+    ----------
+    spec : the pair (symbols, timeframe, bands, ``max_bars`` rollover).
+    width : plot width, pixels.
+    """
+
+    def __init__(self, spec: PairSpec, *, width: int = 980):
+        self.spec = spec
+        label = spec.label
+        self.bars = ColumnDataSource(_empty(ROW_COLUMNS), name=f"{label}:bars")
+        self.forming = ColumnDataSource(_empty(ROW_COLUMNS), name=f"{label}:forming")
+        self.alerts = ColumnDataSource({"t": [], "zscore": [], "text": []}, name=f"{label}:alerts")
+        self.sink = PairSink(self.bars, self.forming, self.alerts, max_bars=spec.max_bars)
+        self.x_range = DataRange1d(range_padding=0.02)
+        self.width = width
+        self.spans: dict[str, Span] = {}
+        self._build()
+        self._model = None
+
+    # -- construction -----------------------------------------------------------------
+    def _fig(self, title: str, height: int, **kw: Any):
+        p = figure(title=title, height=height, width=self.width, x_axis_type="datetime",
+                   x_range=self.x_range, tools=TOOLS, active_drag="xpan",
+                   active_scroll="xwheel_zoom", toolbar_location="right", **kw)
+        p.title.text_font_size = "11px"
+        p.min_border_left = 60
+        return p
+
+    def _hover(self, p, renderers, fields: list[tuple[str, str]]) -> None:
+        tips = [("time", "@t{%F %T}")] + fields
+        p.add_tools(HoverTool(renderers=renderers, tooltips=tips, mode="vline",
+                              formatters={"@t": "datetime"}))
+
+    def _build(self) -> None:
+        s = self.spec
+        tf = s.timeframe_ms
+        b, f = self.bars, self.forming
+
+        # prices: candles of y (left axis), x on its own axis (right)
+        price = self._fig(f"{s.symbol_y} (candles, left) and {s.symbol_x} (line, right)", 260)
+        price.yaxis.axis_label = s.symbol_y
+        price.segment("t_mid", "y_high", "t_mid", "y_low", source=b, color="y_color")
+        candles = price.vbar("t_mid", tf * 0.7, "y_open", "y_close", source=b,
+                             fill_color="y_color", line_color="y_color")
+        price.segment("t_mid", "y_high", "t_mid", "y_low", source=f, color="y_color", alpha=0.5)
+        price.vbar("t_mid", tf * 0.7, "y_open", "y_close", source=f, fill_color="y_color",
+                   line_color="y_color", fill_alpha=0.35)
+        price.extra_y_ranges = {"x": DataRange1d(only_visible=True)}
+        x_line = price.line("t_mid", "x_close", source=b, color=X_COLOR, line_width=1.5,
+                            y_range_name="x", legend_label=s.symbol_x)
+        price.scatter("t_mid", "x_close", source=f, color=X_COLOR, size=5, y_range_name="x")
+        price.extra_y_ranges["x"].renderers = [x_line]
+        price.y_range = DataRange1d(renderers=[candles], only_visible=True)
+        price.add_layout(LinearAxis(y_range_name="x", axis_label=s.symbol_x), "right")
+        price.legend.location = "top_left"
+        price.legend.background_fill_alpha = 0.5
+        self._hover(price, [candles], [(f"{s.symbol_y} O/H/L/C",
+                                        "@y_open / @y_high / @y_low / @y_close"),
+                                       (s.symbol_x, "@x_close")])
+
+        spread = self._fig("spread and its rolling mean", 170)
+        sl = spread.line("t_mid", "spread", source=b, color=Y_COLOR, legend_label="spread")
+        spread.line("t_mid", "spread_mean", source=b, color="#555", line_dash="dashed",
+                    legend_label="mean")
+        spread.scatter("t_mid", "spread", source=f, color=Y_COLOR, size=5)
+        spread.legend.location = "top_left"
+        spread.legend.background_fill_alpha = 0.5
+        self._hover(spread, [sl], [("spread", "@spread"), ("mean", "@spread_mean"),
+                                   ("std", "@spread_std")])
+
+        z = self._fig("z-score, entry/exit bands and alerts", 190)
+        zl = z.line("t_mid", "zscore", source=b, color="#6a3d9a", line_width=1.5)
+        z.scatter("t_mid", "zscore", source=f, color="#6a3d9a", size=6)
+        z.scatter("t", "zscore", source=self.alerts, marker="triangle", size=11,
+                  color="#d62728", legend_label="alert")
+        z.legend.location = "top_left"
+        z.legend.background_fill_alpha = 0.5
+        for key, loc, color, dash in (("entry_hi", s.z_entry, "#d62728", "dashed"),
+                                      ("entry_lo", -s.z_entry, "#d62728", "dashed"),
+                                      ("exit_hi", s.z_exit, "#2ca02c", "dotted"),
+                                      ("exit_lo", -s.z_exit, "#2ca02c", "dotted"),
+                                      ("zero", 0.0, "#999999", "solid")):
+            span = Span(location=loc, dimension="width", line_color=color, line_dash=dash,
+                        line_width=1)
+            z.add_layout(span)
+            self.spans[key] = span
+        self._hover(z, [zl], [("z", "@zscore{0.00}")])
+        self.z_figure = z
+
+        corr = self._fig("rolling correlation of log returns", 150,
+                         y_range=Range1d(-1.05, 1.05))
+        cl = corr.line("t_mid", "corr", source=b, color="#17becf", line_width=1.5)
+        corr.scatter("t_mid", "corr", source=f, color="#17becf", size=5)
+        self._hover(corr, [cl], [("corr", "@corr{0.000}")])
+
+        hedge = self._fig("hedge ratio: static OLS vs rolling OLS vs Kalman", 170)
+        h1 = hedge.line("t_mid", "beta_static", source=b, color="#333333",
+                        legend_label="static OLS")
+        hedge.line("t_mid", "beta_rolling", source=b, color="#1f77b4", legend_label="rolling OLS")
+        hedge.line("t_mid", "beta_kalman", source=b, color="#e377c2", legend_label="Kalman")
+        hedge.legend.location = "top_left"
+        hedge.legend.background_fill_alpha = 0.5
+        self._hover(hedge, [h1], [("static", "@beta_static{0.0000}"),
+                                  ("rolling", "@beta_rolling{0.0000}"),
+                                  ("Kalman", "@beta_kalman{0.0000}"), ("used", "@beta{0.0000}")])
+
+        vol = self._fig("traded volume (quote currency)", 140)
+        v1 = vol.vbar(dodge("t_mid", -tf * 0.2, range=self.x_range), tf * 0.38, "y_quote_volume",
+                      source=b, color=Y_COLOR, legend_label=s.symbol_y)
+        vol.vbar(dodge("t_mid", tf * 0.2, range=self.x_range), tf * 0.38, "x_quote_volume",
+                 source=b, color=X_COLOR, legend_label=s.symbol_x)
+        vol.y_range.start = 0
+        vol.legend.location = "top_left"
+        vol.legend.background_fill_alpha = 0.5
+        self._hover(vol, [v1], [(s.symbol_y, "@y_quote_volume{0,0}"),
+                                (s.symbol_x, "@x_quote_volume{0,0}")])
+
+        self.figures = [price, spread, z, corr, hedge, vol]
+        for p in self.figures[:-1]:
+            p.xaxis.major_label_text_font_size = "0px"  # one time axis at the bottom
+        self.layout = column(*self.figures, name=f"{s.label}:layout")
+
+    # -- updates (UI pump / user actions only, on the kernel loop) ---------------------
+    def reset(self, rows: list[dict]) -> None:
+        """Replace all plot data once (after a reconfiguration or a file load;
+        never in a loop: it resends everything)."""
+        self.bars.data = columns_of(rows)
+        self.forming.data = _empty(ROW_COLUMNS)
+        self.alerts.data = {"t": [], "zscore": [], "text": []}
+
+    def set_bands(self, z_entry: float, z_exit: float) -> None:
+        for key, loc in (("entry_hi", z_entry), ("entry_lo", -z_entry),
+                         ("exit_hi", z_exit), ("exit_lo", -z_exit)):
+            self.spans[key].location = loc
+
+    @property
+    def model(self):
+        """The ``jupyter_bokeh.BokehModel`` widget showing the layout."""
+        if self._model is None:
+            from jupyter_bokeh import BokehModel
+
+            load_bokehjs()
+            self._model = BokehModel(self.layout)
+        return self._model
+
+
+def finite_or_none(v: float) -> float | None:
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
