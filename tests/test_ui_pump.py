@@ -333,3 +333,131 @@ def test_pump_module_does_not_import_bokeh():
             "bad = [m for m in ('bokeh', 'ipywidgets', 'jupyter_bokeh') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the monitor without a browser -----------------------------------------------------------
+# A real replay server, ingester and tick store; analytics replaced by FakeState so
+# these tests exercise the UI plumbing only.
+def _monitor(tmp_path, **params):
+    from quantlab.ui.monitor import LiveMonitor, MonitorParams
+
+    defaults = dict(timeframe="1s", window=3, rate=400.0, db_path=str(tmp_path / "live.db"),
+                    interval_s=0.1)
+    defaults.update(params)
+    return LiveMonitor(MonitorParams(**defaults), analytics_factory=FakeState)
+
+
+async def _until(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_monitor_streams_stops_and_starts_again(tmp_path):
+    m = _monitor(tmp_path)
+    view = m.views[0]
+
+    async def main():
+        m.start()
+        assert m.running and m.b_stop.disabled is False and m.b_start.disabled is True
+        await _until(lambda: len(view.plots.bars.data["t"]) >= 3, 20, "three closed bars")
+        assert len(view.plots.forming.data["t"]) == 1
+        m.stop()
+        assert not m.running and m.ingester.running is False and m.replay is None
+        first = m.summary()
+        assert first["ingest"]["dropped"] == 0 and first["ui_missed"] == 0
+        assert first["pump_errors"] == 0, m.last_error
+        assert "stopped" in m.status.value
+        n = len(m.views[0].plots.bars.data["t"])
+        await asyncio.sleep(0.5)
+        assert len(m.views[0].plots.bars.data["t"]) == n, "plots changed after stop"
+        # again, on the same DB: history is loaded, then live bars continue
+        m.start()
+        assert m.running
+        view2 = m.views[0]
+        start_bars = view2.pipeline.bars_committed
+        assert start_bars >= 3, "stored bars were not loaded on start"
+        await _until(lambda: view2.pipeline.bars_committed >= start_bars + 2, 20, "live bars")
+        m.stop()
+        assert m.summary()["ingest"]["dropped"] == 0
+
+    asyncio.run(main())
+
+
+def test_monitor_unreachable_feed_shows_a_status_line_not_a_traceback(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    m = _monitor(tmp_path, source="live", ws_url=f"ws://127.0.0.1:{port}",
+                 rest_url=f"http://127.0.0.1:{port}")
+
+    async def main():
+        m.start()
+        await _until(lambda: "cannot reach" in m.status.value, 20, "the connection error")
+        assert "retrying in" in m.status.value
+        assert "Traceback" not in m.status.value + m.message.value
+        m.stop()
+        assert not m.running
+        assert "retrying in" not in m.status.value.split("last error")[0]
+
+    asyncio.run(main())
+
+
+def _upload(name: str, data: bytes) -> tuple:
+    import datetime
+
+    return ({"name": name, "type": "text/csv", "size": len(data), "content": memoryview(data),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+def _ohlc_csv(start_s: int, closes) -> bytes:
+    lines = ["timestamp,open,high,low,close,volume"]
+    for i, c in enumerate(closes):
+        lines.append(f"{start_s + 60 * i},{c},{c + 1},{c - 1},{c},{10 + i}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_file_upload_runs_the_analytics_and_a_bad_file_changes_nothing(tmp_path):
+    m = _monitor(tmp_path, timeframe="1m", window=5)
+    y = _ohlc_csv(1_700_000_040, [100 + (i * 7) % 5 for i in range(40)])
+    x = _ohlc_csv(1_700_000_040, [50 + (i * 3) % 4 for i in range(40)])
+    m.w_up_y.value = _upload("ETHUSDT-ohlc.csv", y)
+    m.w_up_x.value = _upload("BTCUSDT-ohlc.csv", x)
+    m.b_files.click()
+    assert m.last_error is None, m.last_error
+    view = m.views[0]
+    assert m.mode == "files" and view.pipeline.bars_committed == 40
+    assert len(view.plots.bars.data["t"]) == 40
+    assert "files loaded" in m.status.value
+    assert "download these" in view.table.value
+    before = (m.views, view.plots.bars.data["t"][:], m.status.value)
+    # a broken file: the loader's error inline, nothing else changes
+    m.w_up_x.value = _upload("BTCUSDT-ohlc.csv", b"timestamp,open,high,low,close\n1700000040,1,2,0.5,abc\n")
+    m.b_files.click()
+    assert "abc" in m.message.value and "line 2" in m.message.value, m.message.value
+    assert "Traceback" not in m.message.value
+    assert (m.views, view.plots.bars.data["t"], m.status.value) == before
+    # export of what is shown
+    paths = m.export(".csv", tmp_path / "exports")
+    assert paths[0].exists() and paths[0].stat().st_size > 0
+
+
+def test_window_and_band_controls_update_the_plots(tmp_path):
+    m = _monitor(tmp_path, timeframe="1m", window=5)
+    y = _ohlc_csv(1_700_000_040, [100 + (i * 7) % 5 for i in range(40)])
+    x = _ohlc_csv(1_700_000_040, [50 + (i * 3) % 4 for i in range(40)])
+    m.load_files(("ETHUSDT.csv", y), ("BTCUSDT.csv", x))
+    view = m.views[0]
+    finite = lambda: sum(1 for z in view.plots.bars.data["zscore"] if z == z)  # noqa: E731
+    assert finite() == 36
+    m.w_window.value = 20
+    assert finite() == 21 and view.pipeline.spec.window == 20
+    m.w_entry.value = 3.0
+    assert view.plots.spans["entry_hi"].location == 3.0
+    assert view.plots.spans["entry_lo"].location == -3.0
+    m.w_rules.value = "zscore >> 2"
+    assert "alert rule" in m.message.value and "zscore &gt;&gt; 2" in m.message.value
+    assert view.pipeline.spec.rules == ("zscore > 2", "zscore < -2")

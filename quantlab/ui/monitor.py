@@ -42,7 +42,7 @@ import pandas as pd
 
 from quantlab.bars import parse_timeframe
 from quantlab.config import settings_from_dict
-from quantlab.errors import ConfigError, QuantlabError
+from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
 from quantlab.ui import analytics as ui_analytics
 from quantlab.ui.pipeline import HEDGES, PairPipeline, PairSpec
 from quantlab.ui.plots import PairPlots, load_bokehjs
@@ -232,7 +232,7 @@ class PairView:
         self.widget = W.VBox([
             self.title, self.readiness, self.plots.model,
             W.HBox([self.stats, self.alert_log],
-                   layout=W.Layout(gap="24px", align_items="flex-start")),
+                   layout=W.Layout(align_items="flex-start", justify_content="flex-start")),
             self.adf, self.table,
         ])
         self.refresh_panels(force=True)
@@ -364,15 +364,25 @@ class PairView:
 class LiveMonitor:
     """Controls, status strip and one :class:`PairView` per pair.
 
+    Parameters
+    ----------
+    params : :class:`MonitorParams`.
+    analytics_factory : ``callable(spec, hedge) -> live state``; default
+        :func:`quantlab.ui.analytics.make_state`.
+    ingester_factory : ``callable(IngestSettings) -> Ingester``-like; default
+        :class:`quantlab.ingest.Ingester`.
+
     Build it with :func:`build_monitor`; display with :meth:`show` (or as the
     last expression of a cell); :meth:`start` / :meth:`stop` (or the buttons);
     :meth:`run_for` in scripts and papermill.
     """
 
     def __init__(self, params: MonitorParams | None = None, *,
-                 analytics_factory: Callable | None = None):
+                 analytics_factory: Callable | None = None,
+                 ingester_factory: Callable | None = None):
         self.params = params or MonitorParams()
         self._analytics_factory = analytics_factory
+        self._ingester_factory = ingester_factory
         self.ingester: Any = None
         self.subscription: Any = None
         self.replay: Any = None
@@ -383,6 +393,7 @@ class LiveMonitor:
         self.mode = "idle"   # idle | live | files
         self.last_error: str | None = None
         self._missed = 0          # trades the subscription ring overwrote (UI too slow)
+        self._starts = 0          # feed starts (a new synthetic seed each time)
         self._last_ticks = 0
         self._build_controls()
         self.views: list[PairView] = []
@@ -410,7 +421,8 @@ class LiveMonitor:
         self.w_tf_custom = W.Text(value=p.timeframe if tf_choice == "custom" else "",
                                   placeholder="e.g. 15s, 250ms", layout=W.Layout(width="110px"),
                                   disabled=tf_choice != "custom")
-        self.w_window = W.IntSlider(value=p.window, min=5, max=1000, step=5, description="window",
+        self.w_window = W.IntSlider(value=p.window, min=min(5, p.window), max=max(1000, p.window),
+                                    step=1, description="window",
                                     continuous_update=False, style=wide,
                                     layout=W.Layout(width="330px"))
         self.w_hedge = W.Dropdown(options=[(v, k) for k, v in HEDGES.items()], value=p.hedge,
@@ -461,7 +473,7 @@ class LiveMonitor:
                             names="value")
         self.w_rules.observe(self._guard(lambda ch: self.set_rules(ch["new"])), names="value")
 
-        row = dict(layout=W.Layout(flex_flow="row wrap", align_items="center", gap="6px"))
+        row = dict(layout=W.Layout(flex_flow="row wrap", align_items="center"))
         self.controls = W.VBox([
             W.HBox([self.w_source, self.w_market, self.w_y, self.w_x, self.w_tf,
                     self.w_tf_custom], **row),
@@ -563,6 +575,7 @@ class LiveMonitor:
                            on_error=lambda exc: self._show_error(f"UI update failed: "
                                                                  f"{_describe(exc)}"))
         self.pump.start()
+        self._starts += 1
         self.mode = "live"
         self._started_at = time.monotonic()
         _running_monitors.add(self)
@@ -601,23 +614,31 @@ class LiveMonitor:
         return self.summary()
 
     def _teardown_feed(self) -> None:
+        """Stop pump, ingester, replay server (in that order). The ingester
+        flushes what it received to the store and the subscription; one last
+        step shows those trades, so the plots match the store."""
         pump, self.pump = self.pump, None
         if pump is not None:
             pump.stop()
             self._last_ticks = pump.ticks
+        ing = self.ingester
+        if ing is not None and ing.running:
+            try:
+                self._final_stats = ing.stop(timeout=30.0)
+            except Exception as exc:
+                self._show_error(f"ingester did not stop cleanly: {_describe(exc)}")
         sub, self.subscription = self.subscription, None
         if sub is not None:
+            if self.step is not None:
+                try:
+                    self.step(time.monotonic())
+                except Exception:
+                    logger.exception("final UI update failed")
             self._missed += sub.missed
             try:
                 sub.close()
             except Exception:
                 logger.exception("closing the subscription failed")
-        ing = self.ingester
-        if ing is not None:
-            try:
-                self._final_stats = ing.stop(timeout=30.0)
-            except Exception as exc:
-                self._show_error(f"ingester did not stop cleanly: {_describe(exc)}")
         rep, self.replay = self.replay, None
         if rep is not None:
             try:
@@ -650,7 +671,8 @@ class LiveMonitor:
             symbols = (first.symbol_x, first.symbol_y) + tuple(
                 s for s in self._symbols(params) if s not in (first.symbol_x, first.symbol_y))
             source = SyntheticSource(symbols, market=params.market, rate=params.rate,
-                                     seed=params.seed)
+                                     seed=params.seed + self._starts,
+                                     specs=self._resume_specs(params, symbols))
         else:
             paths = params.capture_path
             paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -661,6 +683,38 @@ class LiveMonitor:
         server.start()
         self.replay = server
         return server.ws_url, server.rest_url
+
+    def _resume_specs(self, params: MonitorParams, symbols: Sequence[str]) -> dict:
+        """Synthetic symbols continuing what the DB holds: ids after the last
+        stored id (the ingester ignores ids it already has) and the last
+        stored price (no jump against the history)."""
+        from quantlab.synthetic import default_spec
+
+        specs = {s: default_spec(s, params.market) for s in symbols}
+        if not Path(params.db_path).exists():
+            return specs
+        from quantlab.store import TickStore
+
+        store = TickStore(params.db_path, read_only=True)
+        try:
+            now_ms = time.time_ns() // 1_000_000
+            for sym, spec in specs.items():
+                try:
+                    last = store.last_trade_id(params.market, sym, params.stream)
+                    bars = store.bars_1s(sym, market=params.market, kind=params.stream,
+                                         start_ms=now_ms - 86_400_000)
+                except (UnknownSymbol, ConfigError):
+                    continue
+                changes: dict[str, Any] = {}
+                if last is not None:
+                    key = "first_trade_id" if params.stream == "trade" else "first_agg_id"
+                    changes[key] = int(last) + 1
+                if len(bars):
+                    changes["price"] = float(bars["close"].iloc[-1])
+                specs[sym] = dataclasses.replace(spec, **changes)
+        finally:
+            store.close()
+        return specs
 
     def _load_history(self, params: MonitorParams) -> None:
         """Stored bars of the lookback window, from the DB (if it exists)."""
@@ -675,10 +729,15 @@ class LiveMonitor:
                 tf = v.spec.timeframe_ms
                 end = now_ms // tf * tf
                 start = end - params.lookback * tf
-                by = store.bars(v.spec.symbol_y, v.spec.timeframe, start_ms=start, end_ms=end,
-                                market=params.market)
-                bx = store.bars(v.spec.symbol_x, v.spec.timeframe, start_ms=start, end_ms=end,
-                                market=params.market)
+                try:
+                    by = store.bars(v.spec.symbol_y, v.spec.timeframe, start_ms=start,
+                                    end_ms=end, market=params.market, kind=params.stream)
+                    bx = store.bars(v.spec.symbol_x, v.spec.timeframe, start_ms=start,
+                                    end_ms=end, market=params.market, kind=params.stream)
+                except (UnknownSymbol, ConfigError) as exc:
+                    # nothing stored yet for this pair, or a sub-second timeframe
+                    logger.info("no history for %s: %s", v.spec.label, exc)
+                    continue
                 rows = v.pipeline.add_bars(by, bx)
                 if rows and params.source in ("live", "replay"):
                     # The bar forming now is partial in the feed (its first trades
@@ -699,7 +758,8 @@ class LiveMonitor:
         settings = IngestSettings(symbols=self._symbols(params), db_path=params.db_path,
                                   market=params.market, stream=params.stream,
                                   ws_base=ws_base, rest_base=rest_base)
-        self.ingester = Ingester(settings)
+        factory = self._ingester_factory or Ingester
+        self.ingester = factory(settings)
         self.ingester.start()
         self.subscription = self.ingester.subscribe()
 
@@ -729,9 +789,7 @@ class LiveMonitor:
         missed = self._missed + (self.subscription.missed if self.subscription else 0)
         colors = {"live": "#2e7d32", "connecting": "#ef6c00", "reconnecting": "#ef6c00",
                   "stale": "#ef6c00", "stopped": "#555"}
-        state = st.state if self.running or st.state == "stopped" else st.state
-        if not self.running and state != "stopped":
-            state = "stopped"
+        state = st.state if self.running else "stopped"
         dropped = stats.dropped + missed
         pump = self.pump
         ui_rate = ""
@@ -753,8 +811,10 @@ class LiveMonitor:
             parts.append(f"UI {ui_rate}")
         line = " · ".join(parts)
         out = f"<div style='font-size:12px;font-family:monospace'>{line}</div>"
-        if st.error and (state != "live" or st.fatal):
+        if st.error and (st.fatal or (self.running and state != "live")):
             out += _error_html(st.error)
+        elif st.error and not self.running:
+            out += _note_html(f"last error: {st.error}")
         return out
 
     # -- analytics controls -------------------------------------------------------------------

@@ -1,0 +1,1543 @@
+"""The tick store: quantlab's one shared state, a SQLite file in WAL mode.
+
+One writer (the ingester's writer thread, or ``quantlab import``) stores trades
+while notebooks and report processes read them::
+
+    with TickStore("data/live.db") as store:            # read-write, creates the file
+        store.write_trades(trades)                       # WriteResult(inserted=..., ...)
+    ro = TickStore("data/live.db", read_only=True)       # in any other thread or process
+    ro.bars("BTCUSDT", "1m", start_ms=..., end_ms=...)   # bar frame of quantlab.schema
+
+Guarantees
+----------
+* **A trade is stored once** however often it arrives (overlap after a
+  reconnect, backfill, re-import): ``UNIQUE (market, symbol, kind, trade_id)``.
+  :meth:`TickStore.write_trades` finds the already stored ids of a batch first
+  and inserts only the new ones, so duplicates never reach the bars either.
+* **1-second bars are maintained with the trades**, in the same transaction,
+  so reading a day of bars reads 86,400 rows at most and never a day of ticks.
+  Only market prints reach bars (BINANCE.md, *Messages*): futures
+  ``trade_type`` other than ``MARKET`` (``INSURANCE_FUND``, ``ADL``, ``NA``)
+  and any price or quantity <= 0 are kept in ``ticks`` but never in
+  ``bars_1s``. Open and close are the first and last trade by
+  ``(time_ms, trade_id)``; every bar keeps the key of its open and close trade,
+  so a late trade (backfill, arriving after its second was written) merges
+  into its bar exactly: a merge of two sets of trades is the max of the
+  highs, min of the lows, sums of the volumes, and the open (close) of
+  whichever set has the smaller (larger) key.
+* **One transaction per** :meth:`~TickStore.write_trades` **call**: a reader
+  sees a batch whole or not at all, and a writer killed with ``kill -9``
+  leaves every committed batch readable (WAL, ``synchronous=NORMAL``: a power
+  loss may lose the last commits, a process crash loses none).
+* **Readers never block the writer, nor the writer readers** (WAL). Every
+  connection waits ``busy_timeout_s`` for a lock instead of failing with
+  "database is locked"; the writer takes the write lock at the start of the
+  transaction (``BEGIN IMMEDIATE``) so two writers queue rather than deadlock.
+
+Threads and processes
+---------------------
+Open one :class:`TickStore` per thread (and per process: never use one
+across ``fork``). An instance may be handed to another thread: every call
+holds an instance lock, so sharing one between threads is safe but
+serialises them; give each concurrent reader its own instance.
+
+Schema (version 1)
+------------------
+Plain columns, units in the names (``_ms``: milliseconds since the epoch,
+UTC; prices in quote currency per base unit; ``qty``/``volume`` in base
+units), so the file can be queried directly with SQL::
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,  -- 'created_ms', 'ticks_deleted_before_ms', 'bars_deleted_before_ms'
+        value
+    ) WITHOUT ROWID;
+
+    CREATE TABLE ticks (
+        market         TEXT    NOT NULL,  -- 'spot' or 'usdm'
+        symbol         TEXT    NOT NULL,  -- upper case, e.g. 'BTCUSDT'
+        kind           TEXT    NOT NULL,  -- 'trade' (id is Binance t) or 'aggTrade' (id is a)
+        trade_id       INTEGER NOT NULL,
+        time_ms        INTEGER NOT NULL,  -- exchange trade time T
+        recv_ms        INTEGER NOT NULL,  -- local receive time; 0 when unknown (files)
+        price          REAL    NOT NULL,  -- quote currency per base unit
+        qty            REAL    NOT NULL,  -- base units
+        is_buyer_maker INTEGER NOT NULL,  -- Binance m: 1 means the taker sold
+        trade_type     TEXT,              -- futures X (MARKET, INSURANCE_FUND, ADL, NA); NULL on spot and aggTrades
+        first_trade_id INTEGER,           -- aggTrade f; NULL otherwise
+        last_trade_id  INTEGER,           -- aggTrade l; NULL otherwise
+        PRIMARY KEY (market, symbol, kind, time_ms, trade_id)
+    ) WITHOUT ROWID;
+
+    CREATE UNIQUE INDEX ticks_by_trade_id ON ticks (market, symbol, kind, trade_id);
+
+    CREATE TABLE bars_1s (
+        market                 TEXT    NOT NULL,
+        symbol                 TEXT    NOT NULL,
+        kind                   TEXT    NOT NULL,
+        open_ms                INTEGER NOT NULL,  -- bar open, a multiple of 1000; covers [open_ms, open_ms + 1000)
+        open                   REAL    NOT NULL,  -- price of the first trade by (time_ms, trade_id)
+        high                   REAL    NOT NULL,
+        low                    REAL    NOT NULL,
+        close                  REAL    NOT NULL,  -- price of the last trade by (time_ms, trade_id)
+        volume                 REAL    NOT NULL,  -- sum(qty), base units
+        quote_volume           REAL    NOT NULL,  -- sum(price * qty), quote currency; vwap = quote_volume / volume
+        trade_count            INTEGER NOT NULL,
+        taker_buy_volume       REAL    NOT NULL,  -- sum(qty) where is_buyer_maker = 0
+        taker_buy_quote_volume REAL    NOT NULL,  -- sum(price * qty) where is_buyer_maker = 0
+        first_time_ms          INTEGER NOT NULL,  -- key of the open trade ...
+        first_trade_id         INTEGER NOT NULL,
+        last_time_ms           INTEGER NOT NULL,  -- ... and of the close trade, to merge late trades
+        last_trade_id          INTEGER NOT NULL,
+        PRIMARY KEY (market, symbol, kind, open_ms)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE instruments (
+        market        TEXT    NOT NULL,
+        symbol        TEXT    NOT NULL,
+        kind          TEXT    NOT NULL,
+        n_ticks       INTEGER NOT NULL,  -- rows in ticks now
+        first_ms      INTEGER,           -- time_ms range of those rows; NULL when none are left
+        last_ms       INTEGER,
+        last_trade_id INTEGER NOT NULL,  -- largest trade_id ever stored (kept by retention)
+        PRIMARY KEY (market, symbol, kind)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE gaps (
+        gap_id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        market           TEXT    NOT NULL,
+        symbol           TEXT    NOT NULL,
+        kind             TEXT    NOT NULL,
+        first_missing_id INTEGER NOT NULL,  -- inclusive
+        last_missing_id  INTEGER NOT NULL,  -- inclusive
+        detected_ms      INTEGER NOT NULL,  -- local time the gap was seen
+        reason           TEXT    NOT NULL,  -- e.g. 'reconnect', 'id_jump', 'overflow'
+        status           TEXT    NOT NULL DEFAULT 'open'
+                         CHECK (status IN ('open', 'filled', 'partial', 'unfillable')),
+        filled_count     INTEGER NOT NULL DEFAULT 0,  -- missing ids since stored
+        unfilled_count   INTEGER NOT NULL DEFAULT 0,  -- missing ids no source could give
+        hole_count       INTEGER NOT NULL DEFAULT 0,  -- ids that never were market trades (futures raw ids)
+        before_ms        INTEGER,  -- exchange time of the trade just before the gap, when known
+        after_ms         INTEGER,  -- exchange time of the trade just after the gap, when known
+        resolved_ms      INTEGER,  -- local time the status left 'open'
+        note             TEXT,
+        CHECK (first_missing_id <= last_missing_id)
+    );
+
+    CREATE INDEX gaps_by_instrument ON gaps (market, symbol, kind, status);
+
+``PRAGMA user_version`` holds the schema version and ``PRAGMA
+application_id`` marks the file as a quantlab store (0x514C4142, "QLAB").
+Opening a file written by a newer quantlab raises
+:class:`SchemaVersionError`; an older one is upgraded in one transaction by
+the functions in ``_MIGRATIONS`` (version ``v`` -> ``v + 1``) when opened
+read-write.
+
+Example queries::
+
+    -- 1-minute VWAP from the 1 s bars
+    SELECT open_ms / 60000 * 60000 AS minute_ms, sum(quote_volume) / sum(volume) AS vwap
+    FROM bars_1s WHERE market = 'usdm' AND symbol = 'BTCUSDT' AND kind = 'trade'
+    GROUP BY minute_ms ORDER BY minute_ms;
+
+    -- prints excluded from bars
+    SELECT trade_type, count(*) FROM ticks WHERE market = 'usdm' GROUP BY trade_type;
+
+Retention
+---------
+:meth:`TickStore.apply_retention` deletes ticks (and, when asked, bars) older
+than a horizon; a store opened with ``keep_ticks_s`` applies it itself after
+writes, at most every ``retention_interval_s``. Deleted ticks cannot be
+checked for duplicates any more, so afterwards trades older than the deleted
+horizon are refused (counted in :attr:`WriteResult.expired`) instead of
+being counted twice in the bars.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import operator
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from quantlab.config import require_positive
+from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
+from quantlab.schema import (
+    BAR_COLUMNS,
+    BAR_DTYPES,
+    TICK_COLUMNS,
+    TICK_DTYPES,
+    empty_bars,
+    empty_ticks,
+    ms_to_utc_index,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "APPLICATION_ID", "GAP_STATUSES", "SCHEMA_VERSION", "AmbiguousSymbol", "RetentionResult",
+    "SchemaVersionError", "StoreError", "TickStore", "WriteResult",
+]
+
+#: Version of the schema this module writes (``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a quantlab store: b"QLAB".
+APPLICATION_ID = 0x514C4142
+#: Values of ``gaps.status``.
+GAP_STATUSES = ("open", "filled", "partial", "unfillable")
+
+_MARKETS = ("spot", "usdm")
+_KINDS = ("trade", "aggTrade")
+# Exchange times must be milliseconds: 1e13 ms is the year 2286, while a
+# microsecond time of today (data.binance.vision spot files since 2025) is
+# ~1.7e15. Refusing them here keeps a unit mix-up out of the shared file.
+_MAX_TIME_MS = 10 ** 13
+
+# Rows per INSERT statement. One multi-row VALUES statement per 100 trades
+# halves the per-row cost of sqlite3's executemany (parameter binding and
+# statement stepping dominate; benchmarks/store.py). 100 rows x 12 columns
+# stays far below SQLite's 32,766 host-parameter limit.
+_ROWS_PER_INSERT = 100
+# Ids of a batch are checked against the store with one range scan when they
+# are dense (the usual live and backfill case), else with IN lists of this size.
+_IN_CHUNK = 2_000
+
+_SCHEMA_V1 = (
+    """CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,  -- 'created_ms', 'ticks_deleted_before_ms', 'bars_deleted_before_ms'
+        value
+    ) WITHOUT ROWID""",
+    """CREATE TABLE ticks (
+        market         TEXT    NOT NULL,  -- 'spot' or 'usdm'
+        symbol         TEXT    NOT NULL,  -- upper case, e.g. 'BTCUSDT'
+        kind           TEXT    NOT NULL,  -- 'trade' (id is Binance t) or 'aggTrade' (id is a)
+        trade_id       INTEGER NOT NULL,
+        time_ms        INTEGER NOT NULL,  -- exchange trade time T
+        recv_ms        INTEGER NOT NULL,  -- local receive time; 0 when unknown (files)
+        price          REAL    NOT NULL,  -- quote currency per base unit
+        qty            REAL    NOT NULL,  -- base units
+        is_buyer_maker INTEGER NOT NULL,  -- Binance m: 1 means the taker sold
+        trade_type     TEXT,              -- futures X (MARKET, INSURANCE_FUND, ADL, NA); NULL on spot and aggTrades
+        first_trade_id INTEGER,           -- aggTrade f; NULL otherwise
+        last_trade_id  INTEGER,           -- aggTrade l; NULL otherwise
+        PRIMARY KEY (market, symbol, kind, time_ms, trade_id)
+    ) WITHOUT ROWID""",
+    """CREATE UNIQUE INDEX ticks_by_trade_id ON ticks (market, symbol, kind, trade_id)""",
+    """CREATE TABLE bars_1s (
+        market                 TEXT    NOT NULL,
+        symbol                 TEXT    NOT NULL,
+        kind                   TEXT    NOT NULL,
+        open_ms                INTEGER NOT NULL,  -- bar open, a multiple of 1000; covers [open_ms, open_ms + 1000)
+        open                   REAL    NOT NULL,  -- price of the first trade by (time_ms, trade_id)
+        high                   REAL    NOT NULL,
+        low                    REAL    NOT NULL,
+        close                  REAL    NOT NULL,  -- price of the last trade by (time_ms, trade_id)
+        volume                 REAL    NOT NULL,  -- sum(qty), base units
+        quote_volume           REAL    NOT NULL,  -- sum(price * qty), quote currency; vwap = quote_volume / volume
+        trade_count            INTEGER NOT NULL,
+        taker_buy_volume       REAL    NOT NULL,  -- sum(qty) where is_buyer_maker = 0
+        taker_buy_quote_volume REAL    NOT NULL,  -- sum(price * qty) where is_buyer_maker = 0
+        first_time_ms          INTEGER NOT NULL,  -- key of the open trade ...
+        first_trade_id         INTEGER NOT NULL,
+        last_time_ms           INTEGER NOT NULL,  -- ... and of the close trade, to merge late trades
+        last_trade_id          INTEGER NOT NULL,
+        PRIMARY KEY (market, symbol, kind, open_ms)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE instruments (
+        market        TEXT    NOT NULL,
+        symbol        TEXT    NOT NULL,
+        kind          TEXT    NOT NULL,
+        n_ticks       INTEGER NOT NULL,  -- rows in ticks now
+        first_ms      INTEGER,           -- time_ms range of those rows; NULL when none are left
+        last_ms       INTEGER,
+        last_trade_id INTEGER NOT NULL,  -- largest trade_id ever stored (kept by retention)
+        PRIMARY KEY (market, symbol, kind)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE gaps (
+        gap_id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        market           TEXT    NOT NULL,
+        symbol           TEXT    NOT NULL,
+        kind             TEXT    NOT NULL,
+        first_missing_id INTEGER NOT NULL,  -- inclusive
+        last_missing_id  INTEGER NOT NULL,  -- inclusive
+        detected_ms      INTEGER NOT NULL,  -- local time the gap was seen
+        reason           TEXT    NOT NULL,  -- e.g. 'reconnect', 'id_jump', 'overflow'
+        status           TEXT    NOT NULL DEFAULT 'open'
+                         CHECK (status IN ('open', 'filled', 'partial', 'unfillable')),
+        filled_count     INTEGER NOT NULL DEFAULT 0,  -- missing ids since stored
+        unfilled_count   INTEGER NOT NULL DEFAULT 0,  -- missing ids no source could give
+        hole_count       INTEGER NOT NULL DEFAULT 0,  -- ids that never were market trades (futures raw ids)
+        before_ms        INTEGER,  -- exchange time of the trade just before the gap, when known
+        after_ms         INTEGER,  -- exchange time of the trade just after the gap, when known
+        resolved_ms      INTEGER,  -- local time the status left 'open'
+        note             TEXT,
+        CHECK (first_missing_id <= last_missing_id)
+    )""",
+    """CREATE INDEX gaps_by_instrument ON gaps (market, symbol, kind, status)""",
+)
+
+# Schema upgrades: _MIGRATIONS[v](con) turns a version-v file into version v+1.
+# Each runs inside the opening transaction, which then sets user_version, so an
+# interrupted upgrade leaves the old version intact. Add an entry (and bump
+# SCHEMA_VERSION) with every schema change; never edit _SCHEMA_V1.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+_TICK_COLS_SQL = ", ".join(TICK_COLUMNS)
+_ONE_ROW = "(" + ", ".join("?" * len(TICK_COLUMNS)) + ")"
+_INSERT_TICKS = f"INSERT INTO ticks ({_TICK_COLS_SQL}) VALUES "
+
+# Merge of a batch's per-second aggregates into stored bars. In an UPSERT's
+# SET clause every column reference on the right means the row *before* the
+# update, so the CASE tests see the stored open/close keys even after
+# first_time_ms is assigned.
+_UPSERT_BARS = """
+INSERT INTO bars_1s (market, symbol, kind, open_ms, open, high, low, close, volume, quote_volume,
+                     trade_count, taker_buy_volume, taker_buy_quote_volume,
+                     first_time_ms, first_trade_id, last_time_ms, last_trade_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (market, symbol, kind, open_ms) DO UPDATE SET
+    open = CASE WHEN (excluded.first_time_ms, excluded.first_trade_id)
+                     < (first_time_ms, first_trade_id) THEN excluded.open ELSE open END,
+    first_time_ms = CASE WHEN (excluded.first_time_ms, excluded.first_trade_id)
+                     < (first_time_ms, first_trade_id) THEN excluded.first_time_ms ELSE first_time_ms END,
+    first_trade_id = CASE WHEN (excluded.first_time_ms, excluded.first_trade_id)
+                     < (first_time_ms, first_trade_id) THEN excluded.first_trade_id ELSE first_trade_id END,
+    close = CASE WHEN (excluded.last_time_ms, excluded.last_trade_id)
+                     > (last_time_ms, last_trade_id) THEN excluded.close ELSE close END,
+    last_time_ms = CASE WHEN (excluded.last_time_ms, excluded.last_trade_id)
+                     > (last_time_ms, last_trade_id) THEN excluded.last_time_ms ELSE last_time_ms END,
+    last_trade_id = CASE WHEN (excluded.last_time_ms, excluded.last_trade_id)
+                     > (last_time_ms, last_trade_id) THEN excluded.last_trade_id ELSE last_trade_id END,
+    high = max(high, excluded.high),
+    low = min(low, excluded.low),
+    volume = volume + excluded.volume,
+    quote_volume = quote_volume + excluded.quote_volume,
+    trade_count = trade_count + excluded.trade_count,
+    taker_buy_volume = taker_buy_volume + excluded.taker_buy_volume,
+    taker_buy_quote_volume = taker_buy_quote_volume + excluded.taker_buy_quote_volume
+"""
+
+_UPSERT_INSTRUMENT = """
+INSERT INTO instruments (market, symbol, kind, n_ticks, first_ms, last_ms, last_trade_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (market, symbol, kind) DO UPDATE SET
+    n_ticks = n_ticks + excluded.n_ticks,
+    first_ms = min(coalesce(first_ms, excluded.first_ms), excluded.first_ms),
+    last_ms = max(coalesce(last_ms, excluded.last_ms), excluded.last_ms),
+    last_trade_id = max(last_trade_id, excluded.last_trade_id)
+"""
+
+# Reads. Kept as constants so a test can EXPLAIN them: both are range
+# searches on a primary key, never scans.
+SQL_TICKS = """
+SELECT trade_id, time_ms, recv_ms, price, qty, is_buyer_maker, trade_type,
+       first_trade_id, last_trade_id
+FROM ticks
+WHERE market = ? AND symbol = ? AND kind = ? AND time_ms >= ? AND time_ms < ?
+ORDER BY time_ms, trade_id
+"""
+SQL_BARS_1S = """
+SELECT open_ms, open, high, low, close, volume, quote_volume, trade_count, taker_buy_volume
+FROM bars_1s
+WHERE market = ? AND symbol = ? AND kind = ? AND open_ms >= ? AND open_ms < ?
+ORDER BY open_ms
+"""
+_SQL_BAR_BEFORE = """
+SELECT open_ms, open, high, low, close, volume, quote_volume, trade_count, taker_buy_volume
+FROM bars_1s
+WHERE market = ? AND symbol = ? AND kind = ? AND open_ms < ?
+ORDER BY open_ms DESC LIMIT 1
+"""
+_GAP_COLUMNS = ("gap_id", "market", "symbol", "kind", "first_missing_id", "last_missing_id",
+                "detected_ms", "reason", "status", "filled_count", "unfilled_count", "hole_count",
+                "before_ms", "after_ms", "resolved_ms", "note")
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+# --- errors ---------------------------------------------------------------------
+class StoreError(QuantlabError):
+    """The tick store cannot do what was asked: the file is not a quantlab
+    store, is read-only, is closed, or SQLite failed (``path`` names the file).
+    """
+
+    def __init__(self, message: str, path: object = None):
+        self.path = None if path is None else str(path)
+        super().__init__(message if path is None else f"{path}: {message}")
+
+
+class SchemaVersionError(StoreError):
+    """The file's schema version is not the one this quantlab uses.
+
+    ``found`` is the file's ``PRAGMA user_version``, ``supported`` this
+    module's :data:`SCHEMA_VERSION`.
+    """
+
+    def __init__(self, path: object, found: int, supported: int, advice: str):
+        self.found = found
+        self.supported = supported
+        super().__init__(f"schema version {found}, this quantlab uses version {supported}: "
+                         f"{advice}", path)
+
+
+class AmbiguousSymbol(QuantlabError, LookupError):
+    """A symbol is stored for several markets or kinds and the call did not
+    say which. ``choices`` lists ``(market, kind)`` pairs."""
+
+    def __init__(self, symbol: str, choices: Sequence[tuple[str, str]]):
+        self.symbol = symbol
+        self.choices = list(choices)
+        listed = ", ".join(f"market={m!r} kind={k!r}" for m, k in self.choices)
+        super().__init__(f"symbol {symbol!r} is stored for {len(self.choices)} streams: {listed}; "
+                         f"pass market= and/or kind= to choose one")
+
+
+# --- results --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one :meth:`TickStore.write_trades` call did.
+
+    Attributes
+    ----------
+    inserted : trades newly stored.
+    duplicates : trades already stored, or repeated within the batch (not stored again).
+    bars_touched : 1 s bars created or updated (market prints only).
+    expired : trades older than the retention horizon, refused (see *Retention*).
+    """
+
+    inserted: int
+    duplicates: int
+    bars_touched: int
+    expired: int = 0
+
+    def __add__(self, other: "WriteResult") -> "WriteResult":
+        if not isinstance(other, WriteResult):
+            return NotImplemented
+        return WriteResult(self.inserted + other.inserted, self.duplicates + other.duplicates,
+                           self.bars_touched + other.bars_touched, self.expired + other.expired)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionResult:
+    """What :meth:`TickStore.apply_retention` deleted.
+
+    Attributes
+    ----------
+    ticks_deleted, bars_deleted : rows removed.
+    ticks_before_ms : ticks with ``time_ms`` below this were deleted (ms, UTC).
+    bars_before_ms : bars with ``open_ms`` below this were deleted; None when bars were kept.
+    """
+
+    ticks_deleted: int
+    bars_deleted: int
+    ticks_before_ms: int | None
+    bars_before_ms: int | None
+
+
+# --- helpers --------------------------------------------------------------------
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _opt_int(field: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(field, value, "an int or None")
+    return int(value)
+
+
+def _window(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """``[start_ms, end_ms)`` as SQL bounds; None means unbounded."""
+    lo = _opt_int("start_ms", start_ms)
+    hi = _opt_int("end_ms", end_ms)
+    lo = _INT64_MIN if lo is None else lo
+    hi = _INT64_MAX if hi is None else hi
+    if hi < lo:
+        raise ConfigError("end_ms", end_ms, f"a time >= start_ms={start_ms}")
+    return lo, hi
+
+
+def _nullable_int(values: Sequence) -> pd.arrays.IntegerArray:
+    """Int64 (nullable) array from Python ints and Nones."""
+    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
+    return pd.arrays.IntegerArray(data, mask)
+
+
+def _as_str_list(values: Iterable) -> list:
+    return [None if v is None else str(v) for v in values]
+
+
+@dataclass
+class _Batch:
+    """A write batch as columns: instruments factorised to ``code`` (index in
+    ``keys``), numeric columns as numpy arrays, nullable ones as lists."""
+
+    keys: list[tuple[str, str, str]]
+    code: np.ndarray
+    trade_id: np.ndarray
+    time_ms: np.ndarray
+    recv_ms: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    is_buyer_maker: np.ndarray
+    trade_type: Sequence
+    first_trade_id: Sequence
+    last_trade_id: Sequence
+
+    @property
+    def n(self) -> int:
+        return int(self.trade_id.size)
+
+    def market_print(self) -> np.ndarray:
+        """Rows that belong in bars; the rule of
+        :attr:`quantlab.binance.Trade.is_market_print` and
+        :func:`quantlab.bars.market_mask` (BINANCE.md, *Messages*)."""
+        tt = self.trade_type
+        if tt.count(None) + tt.count("MARKET") == self.n:
+            ok = np.ones(self.n, dtype=bool)
+        else:
+            ok = np.fromiter((t is None or t == "MARKET" for t in tt), dtype=bool, count=self.n)
+        # NaN compares False, so it is excluded too (write_trades refuses NaN anyway).
+        return ok & (self.price > 0) & (self.qty > 0)
+
+
+def _factorise(markets: Sequence, symbols: Sequence, kinds: Sequence) -> tuple[list, np.ndarray]:
+    n = len(markets)
+    if n and markets.count(markets[0]) == n and symbols.count(symbols[0]) == n \
+            and kinds.count(kinds[0]) == n:  # one instrument: the usual batch
+        return [(markets[0], symbols[0], kinds[0])], np.zeros(n, dtype=np.int64)
+    index: dict[tuple, int] = {}
+    code = np.fromiter((index.setdefault(k, len(index)) for k in zip(markets, symbols, kinds)),
+                       dtype=np.int64, count=n)
+    return list(index), code
+
+
+def _batch_from_trades(trades: Sequence) -> _Batch:
+    n = len(trades)
+    try:
+        # One C-level pass per attribute (operator.attrgetter + fromiter) is
+        # ~3x faster than transposing row tuples (benchmarks/store.py).
+        def obj(name: str) -> list:
+            return list(map(operator.attrgetter(name), trades))
+
+        def num(name: str, dtype: type) -> np.ndarray:
+            return np.fromiter(map(operator.attrgetter(name), trades), dtype=dtype, count=n)
+
+        keys, code = _factorise(obj("market"), obj("symbol"), obj("kind"))
+        return _Batch(keys, code, num("trade_id", np.int64), num("time_ms", np.int64),
+                      num("recv_ms", np.int64), num("price", np.float64), num("qty", np.float64),
+                      num("is_buyer_maker", bool), obj("trade_type"), obj("first_trade_id"),
+                      obj("last_trade_id"))
+    except AttributeError as exc:
+        raise ConfigError("trades", type(trades[0]).__name__,
+                          "a sequence of quantlab.binance.Trade or a tick DataFrame") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError("trades", f"a field of invalid type ({exc})",
+                          "int ids and times, float price and qty") from exc
+
+
+def _batch_from_frame(frame: pd.DataFrame) -> _Batch:
+    required = ("market", "symbol", "kind", "trade_id", "time_ms", "price", "qty",
+                "is_buyer_maker")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ConfigError("trades", f"a frame without columns {missing}",
+                          f"a tick frame of quantlab.schema (columns {', '.join(TICK_COLUMNS)})")
+    n = len(frame)
+
+    def nullable(name: str) -> list:
+        if name not in frame.columns:
+            return [None] * n
+        return frame[name].to_numpy(dtype=object, na_value=None).tolist()
+
+    keys, code = _factorise(_as_str_list(frame["market"].tolist()),
+                            _as_str_list(frame["symbol"].tolist()),
+                            _as_str_list(frame["kind"].tolist()))
+    try:
+        recv = (frame["recv_ms"].to_numpy(dtype=np.int64) if "recv_ms" in frame.columns
+                else np.zeros(n, dtype=np.int64))
+        return _Batch(keys, code,
+                      frame["trade_id"].to_numpy(dtype=np.int64),
+                      frame["time_ms"].to_numpy(dtype=np.int64), recv,
+                      frame["price"].to_numpy(dtype=np.float64),
+                      frame["qty"].to_numpy(dtype=np.float64),
+                      frame["is_buyer_maker"].to_numpy(dtype=bool),
+                      _as_str_list(nullable("trade_type")),
+                      [None if v is None else int(v) for v in nullable("first_trade_id")],
+                      [None if v is None else int(v) for v in nullable("last_trade_id")])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError("trades", f"a column of invalid type or with missing values ({exc})",
+                          "int ids and times, float price and qty, bool is_buyer_maker") from exc
+
+
+def _validate(batch: _Batch) -> None:
+    for market, symbol, kind in batch.keys:
+        if market not in _MARKETS:
+            raise ConfigError("market", market, "one of 'spot', 'usdm'")
+        if kind not in _KINDS:
+            raise ConfigError("kind", kind, "one of 'trade', 'aggTrade'")
+        if not isinstance(symbol, str) or not symbol.isalnum() or symbol != symbol.upper():
+            raise ConfigError("symbol", symbol, "an upper-case Binance symbol such as 'BTCUSDT'")
+    t = batch.time_ms
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= _MAX_TIME_MS):
+        bad = int(t.max()) if int(t.max()) >= _MAX_TIME_MS else int(t.min())
+        raise ConfigError("time_ms", bad, "milliseconds since the epoch in [0, 1e13); a value "
+                                          "near 1.7e15 is microseconds: divide by 1000")
+    if not (np.isfinite(batch.price).all() and np.isfinite(batch.qty).all()):
+        raise ConfigError("price/qty", "NaN or infinite values", "finite numbers")
+
+
+def _bar_rows(keys: list, code: np.ndarray, t: np.ndarray, ids: np.ndarray, p: np.ndarray,
+              q: np.ndarray, bm: np.ndarray) -> list[tuple]:
+    """Per (instrument, second) aggregates of market prints, as UPSERT rows.
+
+    Trades are sorted by (instrument, time_ms, trade_id), so the first row of a
+    group is the open and the last the close (ties broken by trade id).
+    """
+    order = np.lexsort((ids, t, code))
+    c, t, ids, p, q, bm = code[order], t[order], ids[order], p[order], q[order], bm[order]
+    sec = t // 1000 * 1000
+    n = t.size
+    brk = np.empty(n, dtype=bool)
+    brk[0] = True
+    brk[1:] = (c[1:] != c[:-1]) | (sec[1:] != sec[:-1])
+    starts = np.flatnonzero(brk)
+    ends = np.append(starts[1:], n) - 1
+    pq = p * q
+    taker_buy = ~bm
+    cols = (
+        sec[starts], p[starts], np.maximum.reduceat(p, starts), np.minimum.reduceat(p, starts),
+        p[ends], np.add.reduceat(q, starts), np.add.reduceat(pq, starts), ends - starts + 1,
+        np.add.reduceat(np.where(taker_buy, q, 0.0), starts),
+        np.add.reduceat(np.where(taker_buy, pq, 0.0), starts),
+        t[starts], ids[starts], t[ends], ids[ends],
+    )
+    group_keys = [keys[k] for k in c[starts].tolist()]
+    return [(*k, *rest) for k, rest in zip(group_keys, zip(*(a.tolist() for a in cols)))]
+
+
+# --- the store ------------------------------------------------------------------
+class TickStore:
+    """Trades, 1 s bars and gap records in one SQLite file (WAL mode).
+
+    Parameters
+    ----------
+    path : str or Path
+        The database file. Created with the current schema when it does not
+        exist (read-write only); its directory must exist.
+    read_only : bool
+        Open with ``mode=ro``: every write raises :class:`StoreError`. Use it
+        for notebooks and reports that only read.
+    keep_ticks_s : float, optional
+        Retention setting (seconds): :meth:`write_trades` applies
+        :meth:`apply_retention` with it at most every ``retention_interval_s``.
+        None (default) keeps everything.
+    keep_bars_s : float, optional
+        Retention of the 1 s bars (seconds, >= ``keep_ticks_s``); None keeps them.
+    retention_interval_s : float
+        Minimum time between automatic retention runs (s).
+    busy_timeout_s : float
+        How long a statement waits for a lock held by another connection
+        before failing (s). Only writers wait in WAL mode: a second writer,
+        or a checkpoint.
+
+    Raises
+    ------
+    StoreError
+        The file cannot be opened, is not a quantlab store, or is read-only
+        and missing.
+    SchemaVersionError
+        The file was written by a newer quantlab (or, read-only, needs an upgrade).
+
+    Notes
+    -----
+    Every call holds an instance lock, so an instance may be shared between
+    threads (they then take turns); open one per thread for concurrency, and
+    never use one after ``fork``. Times are ms since the epoch (UTC) and time
+    windows are half-open: ``start_ms <= t < end_ms``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False,
+                 keep_ticks_s: float | None = None, keep_bars_s: float | None = None,
+                 retention_interval_s: float = 60.0, busy_timeout_s: float = 10.0):
+        self.path = Path(path)
+        self.read_only = bool(read_only)
+        require_positive("busy_timeout_s", busy_timeout_s, allow_zero=True)
+        require_positive("retention_interval_s", retention_interval_s, allow_zero=True)
+        _check_retention(keep_ticks_s, keep_bars_s)
+        if read_only and keep_ticks_s is not None:
+            raise ConfigError("keep_ticks_s", keep_ticks_s, "None on a read-only store")
+        self.keep_ticks_s = keep_ticks_s
+        self.keep_bars_s = keep_bars_s
+        self.retention_interval_s = float(retention_interval_s)
+        self._last_retention = -math.inf
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._con: sqlite3.Connection | None = None
+        self._con = self._open(float(busy_timeout_s))
+
+    # ------------------------------------------------------------------ open
+    def _open(self, busy_timeout_s: float) -> sqlite3.Connection:
+        if self.read_only:
+            if not self.path.exists():
+                raise StoreError("no such file (a read-only store must exist; the writer "
+                                 "creates it)", self.path)
+            target, uri = self.path.resolve().as_uri() + "?mode=ro", True
+        else:
+            target, uri = str(self.path), False
+        try:
+            # isolation_level=None: no implicit transactions; writes open
+            # BEGIN IMMEDIATE themselves and reads run in autocommit, so a
+            # reader never holds a snapshot (and the WAL) longer than a query.
+            con = sqlite3.connect(target, uri=uri, timeout=busy_timeout_s, isolation_level=None,
+                                  check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open ({exc}); does the directory exist?", self.path) from exc
+        try:
+            con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            con.execute("PRAGMA synchronous = NORMAL")  # WAL: durable against process crashes
+            con.execute("PRAGMA temp_store = MEMORY")
+            con.execute("PRAGMA cache_size = -32768")  # 32 MiB page cache per connection
+            self._check_schema(con)
+        except sqlite3.Error as exc:
+            con.close()
+            raise StoreError(f"cannot open ({exc})", self.path) from exc
+        except BaseException:
+            con.close()
+            raise
+        logger.debug("opened %s (%s)", self.path, "read-only" if self.read_only else "read-write")
+        return con
+
+    def _check_schema(self, con: sqlite3.Connection) -> None:
+        app_id = con.execute("PRAGMA application_id").fetchone()[0]
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if app_id not in (0, APPLICATION_ID):
+            raise StoreError(f"not a quantlab tick store (application_id {app_id:#x})", self.path)
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(self.path, version, SCHEMA_VERSION,
+                                     "it was written by a newer quantlab; upgrade quantlab "
+                                     "to read it")
+        if self.read_only:
+            if version == 0:
+                raise StoreError("not a quantlab tick store, or not initialised yet (open it "
+                                 "read-write once)", self.path)
+            if version < SCHEMA_VERSION:
+                raise SchemaVersionError(self.path, version, SCHEMA_VERSION,
+                                         "open it read-write once to upgrade it")
+            return
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            # Persistent in the file; needs a moment without other connections.
+            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"cannot switch to WAL mode (journal_mode={mode})", self.path)
+        if version == SCHEMA_VERSION:
+            return
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have created
+            # or upgraded the file since the check above.
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                n_tables = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if n_tables:
+                    raise StoreError("not a quantlab tick store (it has tables but no quantlab "
+                                     "schema version)", self.path)
+                for statement in _SCHEMA_V1:
+                    con.execute(statement)
+                con.execute("INSERT INTO meta (key, value) VALUES ('created_ms', ?)", (_now_ms(),))
+                con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                version = 1
+                logger.info("created tick store %s (schema version %d)", self.path, version)
+            while version < SCHEMA_VERSION:
+                migrate = _MIGRATIONS.get(version)
+                if migrate is None:
+                    raise SchemaVersionError(self.path, version, SCHEMA_VERSION,
+                                             f"no migration from version {version} is known")
+                migrate(con)
+                version += 1
+                logger.info("upgraded tick store %s to schema version %d", self.path, version)
+            con.execute(f"PRAGMA user_version = {version}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ plumbing
+    def _conn(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise StoreError("the store is closed", self.path)
+        if os.getpid() != self._pid:
+            raise StoreError("a TickStore cannot be used across fork(); open a new one in "
+                             "this process", self.path)
+        return self._con
+
+    def _writable(self) -> sqlite3.Connection:
+        con = self._conn()
+        if self.read_only:
+            raise StoreError("opened read_only=True; open TickStore(path) to write", self.path)
+        return con
+
+    def _fail(self, exc: sqlite3.Error, what: str) -> StoreError:
+        hint = ""
+        if "locked" in str(exc) or "busy" in str(exc):
+            hint = " (another writer held the lock longer than busy_timeout_s)"
+        return StoreError(f"{what} failed: {exc}{hint}", self.path)
+
+    @property
+    def schema_version(self) -> int:
+        """``PRAGMA user_version`` of the file."""
+        with self._lock:
+            return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connection; further calls raise :class:`StoreError`. Idempotent."""
+        with self._lock:
+            con, self._con = self._con, None
+            if con is not None and os.getpid() == self._pid:
+                con.close()
+
+    def __enter__(self) -> "TickStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._con is None else ("read-only" if self.read_only else "read-write")
+        return f"TickStore({str(self.path)!r}, {state})"
+
+    # ------------------------------------------------------------------ writes
+    def write_trades(self, trades: Sequence | pd.DataFrame) -> WriteResult:
+        """Store trades and update their 1 s bars, in one transaction.
+
+        Parameters
+        ----------
+        trades : sequence of :class:`quantlab.binance.Trade`, or DataFrame
+            A tick frame of :mod:`quantlab.schema` is accepted too (``recv_ms``,
+            ``trade_type``, ``first_trade_id``, ``last_trade_id`` optional). Any
+            order, any mix of instruments; repeated and already stored trades
+            are skipped.
+
+        Returns
+        -------
+        WriteResult
+            ``inserted + duplicates + expired == len(trades)``.
+
+        Raises
+        ------
+        ConfigError
+            An invalid market, kind or symbol, a time not in milliseconds, a
+            NaN price or quantity. Nothing is written.
+        StoreError
+            Read-only store, or SQLite failed (e.g. the write lock was held
+            longer than ``busy_timeout_s``); the transaction is rolled back.
+
+        Notes
+        -----
+        Per (instrument, second) of the new market prints the batch's open,
+        high, low, close, volumes, count and the keys ``(time_ms, trade_id)``
+        of its open and close trades are merged into ``bars_1s`` (see the
+        module docstring), so bars equal a recomputation from the stored ticks
+        whatever order trades arrive in, up to float rounding of the sums.
+        Throughput: see ``benchmarks/store.py``.
+        """
+        if isinstance(trades, pd.DataFrame):
+            batch = _batch_from_frame(trades)
+        else:
+            if not isinstance(trades, (list, tuple)):
+                trades = list(trades)
+            if not trades:
+                return WriteResult(0, 0, 0, 0)
+            batch = _batch_from_trades(trades)
+        if batch.n == 0:
+            return WriteResult(0, 0, 0, 0)
+        _validate(batch)
+        with self._lock:
+            con = self._writable()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    result = self._write_batch(con, batch)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail(exc, f"writing {batch.n} trades") from exc
+            if result.expired:
+                logger.warning("%d trades older than the retention horizon were not stored",
+                               result.expired)
+            if self.keep_ticks_s is not None and \
+                    time.monotonic() - self._last_retention >= self.retention_interval_s:
+                try:
+                    self.apply_retention()
+                except StoreError:
+                    # The trades are committed; a failed clean-up must not make
+                    # the caller retry them. The next interval tries again.
+                    logger.exception("automatic retention failed")
+        return result
+
+    def _write_batch(self, con: sqlite3.Connection, b: _Batch) -> WriteResult:
+        n = b.n
+        keep = np.ones(n, dtype=bool)
+        # 1. Repeats inside the batch: keep the first occurrence (lexsort is stable).
+        order = np.lexsort((b.trade_id, b.code))
+        c_s, id_s = b.code[order], b.trade_id[order]
+        rep = (c_s[1:] == c_s[:-1]) & (id_s[1:] == id_s[:-1])
+        keep[order[1:][rep]] = False
+        # 2. Older than the retention horizon: their twins may have been deleted,
+        #    so they cannot be checked for duplicates; refuse rather than double count.
+        expired = 0
+        row = con.execute("SELECT value FROM meta WHERE key = 'ticks_deleted_before_ms'").fetchone()
+        if row is not None:
+            old = keep & (b.time_ms < int(row[0]))
+            expired = int(old.sum())
+            keep &= ~old
+        # 3. Already stored. Under BEGIN IMMEDIATE nobody else can insert until
+        #    COMMIT, so the plain INSERT below cannot conflict.
+        for c, (market, symbol, kind) in enumerate(b.keys):
+            sel = keep & (b.code == c) if len(b.keys) > 1 else keep
+            ids = b.trade_id[sel]
+            if ids.size == 0:
+                continue
+            stored = self._stored_among(con, market, symbol, kind, ids)
+            if stored.size:
+                keep &= ~(np.isin(b.trade_id, stored) & (b.code == c))
+        inserted = int(keep.sum())
+        duplicates = n - inserted - expired
+        if inserted == 0:
+            return WriteResult(0, duplicates, 0, expired)
+
+        idx = None if inserted == n else np.flatnonzero(keep)
+
+        def pick(a: Any) -> Any:
+            if idx is None:
+                return a
+            if isinstance(a, np.ndarray):
+                return a[idx]
+            return [a[i] for i in idx.tolist()]
+
+        code, tid, tms = pick(b.code), pick(b.trade_id), pick(b.time_ms)
+        price, qty, bm = pick(b.price), pick(b.qty), pick(b.is_buyer_maker)
+        if len(b.keys) == 1:
+            cols_mk: tuple = tuple([v] * inserted for v in b.keys[0])
+        else:
+            code_list = code.tolist()
+            cols_mk = tuple([b.keys[x][j] for x in code_list] for j in range(3))
+        # TICK_COLUMNS order.
+        columns = (*cols_mk, tid, tms, pick(b.recv_ms), price, qty, bm, pick(b.trade_type),
+                   pick(b.first_trade_id), pick(b.last_trade_id))
+        self._insert_rows(con, inserted, columns)
+
+        # Bars: market prints among the inserted trades.
+        mp = b.market_print()
+        if idx is not None:
+            mp = mp[idx]
+        bars_touched = 0
+        if mp.any():
+            if mp.all():
+                rows = _bar_rows(b.keys, code, tms, tid, price, qty, bm)
+            else:
+                rows = _bar_rows(b.keys, code[mp], tms[mp], tid[mp], price[mp], qty[mp], bm[mp])
+            con.executemany(_UPSERT_BARS, rows)
+            bars_touched = len(rows)
+
+        # Registry of instruments (counts, ranges, last id) for O(1) summaries.
+        reg = []
+        for c, key in enumerate(b.keys):
+            sel = code == c
+            if len(b.keys) > 1 and not sel.any():
+                continue
+            t_c, id_c = (tms, tid) if len(b.keys) == 1 else (tms[sel], tid[sel])
+            reg.append((*key, int(t_c.size), int(t_c.min()), int(t_c.max()), int(id_c.max())))
+        con.executemany(_UPSERT_INSTRUMENT, reg)
+        return WriteResult(inserted, duplicates, bars_touched, expired)
+
+    @staticmethod
+    def _stored_among(con: sqlite3.Connection, market: str, symbol: str, kind: str,
+                      ids: np.ndarray) -> np.ndarray:
+        """The ids of ``ids`` already in ``ticks`` (covering unique index)."""
+        lo, hi = int(ids.min()), int(ids.max())
+        if hi - lo < 4 * ids.size + 1_000:  # dense: one range scan
+            cur = con.execute("SELECT trade_id FROM ticks WHERE market = ? AND symbol = ? "
+                              "AND kind = ? AND trade_id BETWEEN ? AND ?",
+                              (market, symbol, kind, lo, hi))
+            return np.fromiter(itertools.chain.from_iterable(cur), dtype=np.int64)
+        found = []
+        uniq = np.unique(ids).tolist()
+        for i in range(0, len(uniq), _IN_CHUNK):
+            chunk = uniq[i:i + _IN_CHUNK]
+            cur = con.execute("SELECT trade_id FROM ticks WHERE market = ? AND symbol = ? "
+                              f"AND kind = ? AND trade_id IN ({','.join('?' * len(chunk))})",
+                              (market, symbol, kind, *chunk))
+            found.extend(itertools.chain.from_iterable(cur))
+        return np.asarray(found, dtype=np.int64)
+
+    @staticmethod
+    def _insert_rows(con: sqlite3.Connection, n: int, columns: tuple) -> None:
+        """INSERT ``n`` rows given as columns (numpy arrays or lists, TICK_COLUMNS order).
+
+        Python values are built per chunk of rows, so a multi-million-row frame
+        never exists as Python objects all at once.
+        """
+        ncol = len(TICK_COLUMNS)
+        per = _ROWS_PER_INSERT * ncol
+        many = _INSERT_TICKS + ", ".join([_ONE_ROW] * _ROWS_PER_INSERT)
+        chunk = 500 * _ROWS_PER_INSERT
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            part = [c[lo:hi].tolist() if isinstance(c, np.ndarray) else c[lo:hi] for c in columns]
+            flat = list(itertools.chain.from_iterable(zip(*part)))
+            full = (hi - lo) // _ROWS_PER_INSERT
+            if full:
+                it = iter(flat[:full * per])
+                con.executemany(many, zip(*[it] * per))
+            rest = hi - lo - full * _ROWS_PER_INSERT
+            if rest:
+                con.execute(_INSERT_TICKS + ", ".join([_ONE_ROW] * rest), flat[full * per:])
+
+    # ------------------------------------------------------------------ retention
+    def apply_retention(self, *, keep_ticks_s: float | None = None,
+                        keep_bars_s: float | None = None,
+                        now_ms: int | None = None) -> RetentionResult:
+        """Delete ticks older than ``keep_ticks_s`` (and bars older than ``keep_bars_s``).
+
+        Parameters
+        ----------
+        keep_ticks_s : float, optional
+            Keep ticks with ``time_ms >= now_ms - keep_ticks_s * 1000`` (s).
+            Defaults to the store's setting; one of the two is required.
+        keep_bars_s : float, optional
+            Likewise for 1 s bars by ``open_ms`` (s, >= ``keep_ticks_s``); None
+            (and no store setting) keeps every bar.
+        now_ms : int, optional
+            Reference time (ms, UTC). Default: the newest stored trade time,
+            capped at the wall clock, so a replay of old data is not wiped as
+            it is written and a bogus future timestamp cannot wipe the rest.
+
+        Returns
+        -------
+        RetentionResult
+
+        Notes
+        -----
+        The deleted horizon is remembered: later trades older than it are
+        refused by :meth:`write_trades` (``expired``), because their
+        duplicates can no longer be detected. One transaction; a first run
+        over months of ticks holds the write lock for a while.
+        """
+        keep_ticks_s = self.keep_ticks_s if keep_ticks_s is None else keep_ticks_s
+        keep_bars_s = self.keep_bars_s if keep_bars_s is None else keep_bars_s
+        if keep_ticks_s is None:
+            raise ConfigError("keep_ticks_s", None, "seconds of ticks to keep (here or on the store)")
+        _check_retention(keep_ticks_s, keep_bars_s)
+        with self._lock:
+            con = self._writable()
+            self._last_retention = time.monotonic()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    result = self._retain(con, keep_ticks_s, keep_bars_s, _opt_int("now_ms", now_ms))
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "retention") from exc
+        if result.ticks_deleted or result.bars_deleted:
+            logger.info("retention deleted %d ticks before %s and %d bars before %s",
+                        result.ticks_deleted, result.ticks_before_ms, result.bars_deleted,
+                        result.bars_before_ms)
+        return result
+
+    def _retain(self, con: sqlite3.Connection, keep_ticks_s: float, keep_bars_s: float | None,
+                now_ms: int | None) -> RetentionResult:
+        if now_ms is None:
+            newest = con.execute("SELECT max(last_ms) FROM instruments").fetchone()[0]
+            if newest is None:
+                return RetentionResult(0, 0, None, None)
+            now_ms = min(int(newest), _now_ms())
+        ticks_before = now_ms - int(round(keep_ticks_s * 1000))
+        bars_before = None if keep_bars_s is None else now_ms - int(round(keep_bars_s * 1000))
+        ticks_deleted = bars_deleted = 0
+        keys = con.execute("SELECT market, symbol, kind FROM instruments").fetchall()
+        for key in keys:
+            # Per instrument, so each DELETE is a range on the primary key.
+            n = con.execute("DELETE FROM ticks WHERE market = ? AND symbol = ? AND kind = ? "
+                            "AND time_ms < ?", (*key, ticks_before)).rowcount
+            if n:
+                ticks_deleted += n
+                first = con.execute("SELECT min(time_ms) FROM ticks WHERE market = ? AND "
+                                    "symbol = ? AND kind = ?", key).fetchone()[0]
+                last = con.execute("SELECT max(time_ms) FROM ticks WHERE market = ? AND "
+                                   "symbol = ? AND kind = ?", key).fetchone()[0]
+                con.execute("UPDATE instruments SET n_ticks = n_ticks - ?, first_ms = ?, "
+                            "last_ms = ? WHERE market = ? AND symbol = ? AND kind = ?",
+                            (n, first, last, *key))
+            if bars_before is not None:
+                bars_deleted += con.execute(
+                    "DELETE FROM bars_1s WHERE market = ? AND symbol = ? AND kind = ? "
+                    "AND open_ms < ?", (*key, bars_before)).rowcount
+        con.execute("INSERT INTO meta (key, value) VALUES ('ticks_deleted_before_ms', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                    (ticks_before,))
+        if bars_before is not None:
+            con.execute("INSERT INTO meta (key, value) VALUES ('bars_deleted_before_ms', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                        (bars_before,))
+        return RetentionResult(ticks_deleted, bars_deleted, ticks_before, bars_before)
+
+    # ------------------------------------------------------------------ gaps
+    def record_gap(self, market: str, symbol: str, kind: str, first_missing_id: int,
+                   last_missing_id: int, *, reason: str, detected_ms: int | None = None,
+                   before_ms: int | None = None, after_ms: int | None = None,
+                   note: str | None = None) -> int:
+        """Record missing trade ids ``first_missing_id..last_missing_id`` (inclusive).
+
+        Parameters
+        ----------
+        market, symbol, kind : the stream (``"usdm"``, ``"BTCUSDT"``, ``"trade"``).
+        first_missing_id, last_missing_id : int
+            The missing id range, inclusive.
+        reason : str
+            Why the ids are missing, e.g. ``"reconnect"``, ``"id_jump"``, ``"overflow"``.
+        detected_ms : int, optional
+            Local time the gap was seen (ms, UTC); default now.
+        before_ms, after_ms : int, optional
+            Exchange times (ms) of the trades just before and after the gap, when known.
+        note : str, optional
+
+        Returns
+        -------
+        int
+            ``gap_id``, for :meth:`update_gap`. The gap starts ``open``.
+        """
+        market, symbol, kind = _check_instrument(market, symbol, kind)
+        first, last = _opt_int("first_missing_id", first_missing_id), _opt_int(
+            "last_missing_id", last_missing_id)
+        if first is None or last is None or last < first:
+            raise ConfigError("last_missing_id", last_missing_id,
+                              f"an int >= first_missing_id={first_missing_id}")
+        if not isinstance(reason, str) or not reason:
+            raise ConfigError("reason", reason, "a non-empty string")
+        detected = _now_ms() if detected_ms is None else _opt_int("detected_ms", detected_ms)
+        with self._lock:
+            con = self._writable()
+            try:
+                cur = con.execute(
+                    "INSERT INTO gaps (market, symbol, kind, first_missing_id, last_missing_id, "
+                    "detected_ms, reason, before_ms, after_ms, note) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (market, symbol, kind, first, last, detected, reason,
+                     _opt_int("before_ms", before_ms), _opt_int("after_ms", after_ms), note))
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "recording a gap") from exc
+            return int(cur.lastrowid)
+
+    def update_gap(self, gap_id: int, *, status: str | None = None,
+                   filled_count: int | None = None, unfilled_count: int | None = None,
+                   hole_count: int | None = None, resolved_ms: int | None = None,
+                   note: str | None = None) -> None:
+        """Update a gap's status and counts; arguments left None are unchanged.
+
+        Parameters
+        ----------
+        gap_id : int
+            From :meth:`record_gap`.
+        status : str, optional
+            One of :data:`GAP_STATUSES`: ``open``, ``filled`` (every missing id
+            stored or a hole), ``partial`` (some ids could not be had),
+            ``unfillable`` (none could).
+        filled_count, unfilled_count, hole_count : int, optional
+            Missing ids stored since, ids no source could give, ids that never
+            were market trades (futures raw ids of insurance-fund/ADL prints).
+        resolved_ms : int, optional
+            When the gap was resolved (ms, UTC). Default: now when ``status``
+            leaves ``open``; cleared when it returns to ``open``.
+        note : str, optional
+
+        Raises
+        ------
+        StoreError
+            No gap ``gap_id``.
+        """
+        if status is not None and status not in GAP_STATUSES:
+            raise ConfigError("status", status, "one of " + ", ".join(GAP_STATUSES))
+        sets: dict[str, object] = {}
+        for name, value in (("filled_count", filled_count), ("unfilled_count", unfilled_count),
+                            ("hole_count", hole_count)):
+            v = _opt_int(name, value)
+            if v is not None:
+                if v < 0:
+                    raise ConfigError(name, value, "an int >= 0")
+                sets[name] = v
+        if status is not None:
+            sets["status"] = status
+            if status == "open":
+                sets["resolved_ms"] = None
+            else:
+                sets["resolved_ms"] = _now_ms() if resolved_ms is None else _opt_int(
+                    "resolved_ms", resolved_ms)
+        elif resolved_ms is not None:
+            sets["resolved_ms"] = _opt_int("resolved_ms", resolved_ms)
+        if note is not None:
+            sets["note"] = str(note)
+        with self._lock:
+            con = self._writable()
+            try:
+                if sets:
+                    cur = con.execute(
+                        f"UPDATE gaps SET {', '.join(f'{k} = ?' for k in sets)} WHERE gap_id = ?",
+                        (*sets.values(), int(gap_id)))
+                    found = cur.rowcount
+                else:
+                    found = con.execute("SELECT count(*) FROM gaps WHERE gap_id = ?",
+                                        (int(gap_id),)).fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "updating a gap") from exc
+        if not found:
+            raise StoreError(f"no gap with gap_id={gap_id}", self.path)
+
+    def gaps(self, symbol: str | None = None, *, market: str | None = None,
+             kind: str | None = None, status: str | Iterable[str] | None = None) -> pd.DataFrame:
+        """Recorded gaps, oldest first, filtered by the arguments given.
+
+        Returns
+        -------
+        DataFrame
+            One row per gap with the columns of the ``gaps`` table (see the
+            module docstring); nullable times are ``Int64``.
+        """
+        where, params = _filters(symbol, market, kind)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for s in statuses:
+                if s not in GAP_STATUSES:
+                    raise ConfigError("status", s, "one of " + ", ".join(GAP_STATUSES))
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        sql = f"SELECT {', '.join(_GAP_COLUMNS)} FROM gaps"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._conn().execute(sql + " ORDER BY gap_id", params).fetchall()
+        cols = list(zip(*rows)) if rows else [()] * len(_GAP_COLUMNS)
+        data = {}
+        for name, values in zip(_GAP_COLUMNS, cols):
+            if name in ("before_ms", "after_ms", "resolved_ms"):
+                data[name] = _nullable_int(values)
+            elif name in ("market", "symbol", "kind", "reason", "status", "note"):
+                data[name] = np.array(values, dtype=object)
+            else:
+                data[name] = np.array(values, dtype=np.int64)
+        return pd.DataFrame(data)
+
+    # ------------------------------------------------------------------ reads
+    def instruments(self) -> pd.DataFrame:
+        """What the store holds: one row per (market, symbol, kind).
+
+        Returns
+        -------
+        DataFrame
+            ``market, symbol, kind, n_ticks, first_ms, last_ms, last_trade_id``:
+            rows in ``ticks`` now, their ``time_ms`` range (ms, UTC; <NA> when
+            retention removed them all) and the largest trade id ever stored.
+            O(number of instruments): read from a registry kept with every write.
+        """
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT market, symbol, kind, n_ticks, first_ms, last_ms, last_trade_id "
+                "FROM instruments ORDER BY market, symbol, kind").fetchall()
+        cols = list(zip(*rows)) if rows else [()] * 7
+        return pd.DataFrame({
+            "market": np.array(cols[0], dtype=object), "symbol": np.array(cols[1], dtype=object),
+            "kind": np.array(cols[2], dtype=object), "n_ticks": np.array(cols[3], dtype=np.int64),
+            "first_ms": _nullable_int(cols[4]), "last_ms": _nullable_int(cols[5]),
+            "last_trade_id": np.array(cols[6], dtype=np.int64),
+        })
+
+    symbols = instruments
+
+    def last_trade_id(self, market: str, symbol: str, kind: str) -> int | None:
+        """Largest trade id ever stored for the stream, or None (kept by retention)."""
+        market, symbol, kind = _check_instrument(market, symbol, kind)
+        with self._lock:
+            row = self._conn().execute(
+                "SELECT last_trade_id FROM instruments WHERE market = ? AND symbol = ? AND kind = ?",
+                (market, symbol, kind)).fetchone()
+        return None if row is None else int(row[0])
+
+    def trade_ids(self, market: str, symbol: str, kind: str, start_id: int | None = None,
+                  end_id: int | None = None) -> np.ndarray:
+        """Stored trade ids in ``[start_id, end_id]`` (inclusive), sorted, int64.
+
+        For gap checks: ``np.setdiff1d(np.arange(a, b + 1), store.trade_ids(m, s, k, a, b))``
+        are the ids still missing.
+        """
+        market, symbol, kind = _check_instrument(market, symbol, kind)
+        lo = _opt_int("start_id", start_id)
+        hi = _opt_int("end_id", end_id)
+        with self._lock:
+            cur = self._conn().execute(
+                "SELECT trade_id FROM ticks WHERE market = ? AND symbol = ? AND kind = ? "
+                "AND trade_id BETWEEN ? AND ? ORDER BY trade_id",
+                (market, symbol, kind, _INT64_MIN if lo is None else lo,
+                 _INT64_MAX if hi is None else hi))
+            return np.fromiter(itertools.chain.from_iterable(cur), dtype=np.int64)
+
+    def count(self, symbol: str | None = None, *, market: str | None = None,
+              kind: str | None = None, start_ms: int | None = None,
+              end_ms: int | None = None) -> int:
+        """Number of stored ticks matching the filters (summed over matching streams).
+
+        Without a time window this reads the registry (O(1) per instrument);
+        with one it counts on the primary key.
+        """
+        where, params = _filters(symbol, market, kind)
+        sql_where = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._lock:
+            con = self._conn()
+            if start_ms is None and end_ms is None:
+                row = con.execute(f"SELECT coalesce(sum(n_ticks), 0) FROM instruments{sql_where}",
+                                  params).fetchone()
+                return int(row[0])
+            lo, hi = _window(start_ms, end_ms)
+            total = 0
+            for key in con.execute(f"SELECT market, symbol, kind FROM instruments{sql_where}",
+                                   params).fetchall():
+                total += con.execute(
+                    "SELECT count(*) FROM ticks WHERE market = ? AND symbol = ? AND kind = ? "
+                    "AND time_ms >= ? AND time_ms < ?", (*key, lo, hi)).fetchone()[0]
+            return int(total)
+
+    def resolve(self, symbol: str, *, market: str | None = None,
+                kind: str | None = None) -> tuple[str, str, str]:
+        """The one stored ``(market, symbol, kind)`` matching the arguments.
+
+        Raises
+        ------
+        UnknownSymbol
+            Nothing stored matches; the message lists what is stored.
+        AmbiguousSymbol
+            Several streams match (same symbol on spot and usdm, or as trade
+            and aggTrade); the message lists the choices.
+        """
+        if not isinstance(symbol, str) or not symbol:
+            raise ConfigError("symbol", symbol, "a Binance symbol such as 'BTCUSDT'")
+        where, params = _filters(symbol, market, kind)
+        with self._lock:
+            con = self._conn()
+            rows = con.execute("SELECT market, symbol, kind FROM instruments WHERE "
+                               + " AND ".join(where) + " ORDER BY market, kind", params).fetchall()
+            if len(rows) == 1:
+                return tuple(rows[0])  # type: ignore[return-value]
+            if not rows:
+                stored = con.execute("SELECT market, symbol, kind FROM instruments "
+                                     "ORDER BY symbol, market, kind").fetchall()
+                raise UnknownSymbol(_describe(symbol, market, kind),
+                                    [f"{s} (market={m!r}, kind={k!r})" for m, s, k in stored])
+        raise AmbiguousSymbol(symbol.upper(), [(m, k) for m, _, k in rows])
+
+    def ticks(self, symbol: str, *, market: str | None = None, kind: str | None = None,
+              start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
+        """Stored trades of one stream, ordered by ``(time_ms, trade_id)``.
+
+        Parameters
+        ----------
+        symbol : str
+            E.g. ``"BTCUSDT"`` (case-insensitive).
+        market, kind : str, optional
+            Needed only when the symbol is stored for several streams
+            (:class:`AmbiguousSymbol` otherwise).
+        start_ms, end_ms : int, optional
+            Exchange-time window ``start_ms <= time_ms < end_ms`` (ms, UTC).
+
+        Returns
+        -------
+        DataFrame
+            Tick frame of :mod:`quantlab.schema` (every row, market prints or not).
+        """
+        market, symbol, kind = self.resolve(symbol, market=market, kind=kind)
+        lo, hi = _window(start_ms, end_ms)
+        with self._lock:
+            rows = self._conn().execute(SQL_TICKS, (market, symbol, kind, lo, hi)).fetchall()
+        if not rows:
+            return empty_ticks()
+        n = len(rows)
+        c = list(zip(*rows))
+        data = {
+            "market": np.full(n, market, dtype=object),
+            "symbol": np.full(n, symbol, dtype=object),
+            "kind": np.full(n, kind, dtype=object),
+            "trade_id": np.array(c[0], dtype=np.int64),
+            "time_ms": np.array(c[1], dtype=np.int64),
+            "recv_ms": np.array(c[2], dtype=np.int64),
+            "price": np.array(c[3], dtype=np.float64),
+            "qty": np.array(c[4], dtype=np.float64),
+            "is_buyer_maker": np.array(c[5], dtype=bool),
+            "trade_type": np.array(c[6], dtype=object),
+            "first_trade_id": _nullable_int(c[7]),
+            "last_trade_id": _nullable_int(c[8]),
+        }
+        return pd.DataFrame(data, columns=list(TICK_COLUMNS))
+
+    def bars_1s(self, symbol: str, *, market: str | None = None, kind: str | None = None,
+                start_ms: int | None = None, end_ms: int | None = None,
+                now_ms: int | None = None) -> pd.DataFrame:
+        """The stored (non-empty) 1 s bars of one stream.
+
+        Parameters
+        ----------
+        symbol, market, kind : as in :meth:`ticks`.
+        start_ms, end_ms : int, optional
+            Bars with ``start_ms <= open_ms < end_ms`` (ms, UTC).
+        now_ms : int, optional
+            Marks ``is_forming`` the bars with ``open_ms + 1000 > now_ms``.
+            None (default): none is forming, as in :mod:`quantlab.bars`.
+
+        Returns
+        -------
+        DataFrame
+            Bar frame of :mod:`quantlab.schema` (``is_empty`` all false: seconds
+            without market prints have no row), ``vwap = quote_volume / volume``.
+            ``attrs`` holds ``market``, ``symbol``, ``kind``, ``timeframe``.
+        """
+        market, symbol, kind = self.resolve(symbol, market=market, kind=kind)
+        lo, hi = _window(start_ms, end_ms)
+        now = _opt_int("now_ms", now_ms)
+        with self._lock:
+            rows = self._conn().execute(SQL_BARS_1S, (market, symbol, kind, lo, hi)).fetchall()
+        frame = _bars_frame(rows, now)
+        frame.attrs.update(market=market, symbol=symbol, kind=kind, timeframe="1s")
+        return frame
+
+    def bars(self, symbol: str, timeframe: str | int = "1m", *, market: str | None = None,
+             kind: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
+             now_ms: int | None = None) -> pd.DataFrame:
+        """Bars of any timeframe (a multiple of 1 s), from the stored 1 s bars.
+
+        Parameters
+        ----------
+        symbol, market, kind : as in :meth:`ticks`.
+        timeframe : str or int
+            ``"1s"``, ``"1m"``, ``"5m"``, ``"1h"`` ... or ms; see
+            :func:`quantlab.bars.parse_timeframe`.
+        start_ms, end_ms : int, optional
+            Cover the bars overlapping ``[start_ms, end_ms)`` (ms, UTC), with
+            explicit empty bars; see :func:`quantlab.bars.aggregate_bars`.
+        now_ms : int, optional
+            Marks the forming bar (``open_ms + timeframe > now_ms``).
+
+        Returns
+        -------
+        DataFrame
+            Bar frame of :mod:`quantlab.schema`, built by
+            :func:`quantlab.bars.aggregate_bars` (empty bars explicit, carrying
+            the previous close: the last stored bar before the window is read
+            to seed them). Reads at most one 1 s bar per second of the window.
+        """
+        from quantlab.bars import aggregate_bars, parse_timeframe  # bars is pure; keep import light
+
+        tf = parse_timeframe(timeframe)
+        if tf % 1000:
+            raise ConfigError("timeframe", timeframe, "a multiple of 1 s (the stored bars are 1 s)")
+        market, symbol, kind = self.resolve(symbol, market=market, kind=kind)
+        lo, hi = _window(start_ms, end_ms)
+        now = _opt_int("now_ms", now_ms)
+        # Whole target bars: aggregate_bars floors start_ms to the grid and
+        # counts every trade of the bars it covers.
+        lo_q = lo if start_ms is None else lo // tf * tf
+        hi_q = hi if end_ms is None else -(-hi // tf) * tf
+        with self._lock:
+            con = self._conn()
+            rows = con.execute(SQL_BARS_1S, (market, symbol, kind, lo_q, hi_q)).fetchall()
+            if start_ms is not None:
+                # Seed: leading empty bars carry the last close before the window.
+                seed = con.execute(_SQL_BAR_BEFORE, (market, symbol, kind, lo_q)).fetchall()
+                rows = seed + rows
+        fine = _bars_frame(rows, None)
+        out = aggregate_bars(fine, tf, start_ms=start_ms, end_ms=end_ms, now_ms=now,
+                             source_timeframe="1s")
+        out.attrs.update(market=market, symbol=symbol, kind=kind, timeframe=timeframe)
+        return out
+
+
+# --- module helpers -------------------------------------------------------------
+def _check_retention(keep_ticks_s: float | None, keep_bars_s: float | None) -> None:
+    if keep_ticks_s is not None:
+        require_positive("keep_ticks_s", keep_ticks_s)
+    if keep_bars_s is not None:
+        require_positive("keep_bars_s", keep_bars_s)
+        if keep_ticks_s is None or keep_bars_s < keep_ticks_s:
+            # Bars derive from ticks: a bar deleted while its ticks remain
+            # would come back partial from a late trade.
+            raise ConfigError("keep_bars_s", keep_bars_s,
+                              f"None or a number >= keep_ticks_s={keep_ticks_s}")
+
+
+def _check_instrument(market: str, symbol: str, kind: str) -> tuple[str, str, str]:
+    if market not in _MARKETS:
+        raise ConfigError("market", market, "one of 'spot', 'usdm'")
+    if kind not in _KINDS:
+        raise ConfigError("kind", kind, "one of 'trade', 'aggTrade'")
+    if not isinstance(symbol, str) or not symbol.isalnum():
+        raise ConfigError("symbol", symbol, "a Binance symbol such as 'BTCUSDT'")
+    return market, symbol.upper(), kind
+
+
+def _filters(symbol: str | None, market: str | None, kind: str | None) -> tuple[list, list]:
+    where, params = [], []
+    if symbol is not None:
+        where.append("symbol = ?")
+        params.append(str(symbol).upper())
+    if market is not None:
+        if market not in _MARKETS:
+            raise ConfigError("market", market, "one of 'spot', 'usdm'")
+        where.append("market = ?")
+        params.append(market)
+    if kind is not None:
+        if kind not in _KINDS:
+            raise ConfigError("kind", kind, "one of 'trade', 'aggTrade'")
+        where.append("kind = ?")
+        params.append(kind)
+    return where, params
+
+
+def _describe(symbol: str, market: str | None, kind: str | None) -> str:
+    extra = [f"{k}={v!r}" for k, v in (("market", market), ("kind", kind)) if v is not None]
+    return symbol.upper() + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _bars_frame(rows: list[tuple], now_ms: int | None) -> pd.DataFrame:
+    """Bar frame from rows of :data:`SQL_BARS_1S`."""
+    if not rows:
+        return empty_bars()
+    c = list(zip(*rows))
+    open_ms = np.array(c[0], dtype=np.int64)
+    volume = np.array(c[5], dtype=np.float64)
+    quote = np.array(c[6], dtype=np.float64)
+    close = np.array(c[4], dtype=np.float64)
+    # Stored bars hold market prints only, so volume > 0; the guard keeps the
+    # schema's rule (vwap = close without volume) should one ever not.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vwap = np.where(volume > 0, quote / np.where(volume > 0, volume, 1.0), close)
+    n = open_ms.size
+    data = {
+        "open": np.array(c[1], dtype=np.float64), "high": np.array(c[2], dtype=np.float64),
+        "low": np.array(c[3], dtype=np.float64), "close": close, "volume": volume,
+        "quote_volume": quote, "trade_count": np.array(c[7], dtype=np.int64), "vwap": vwap,
+        "taker_buy_volume": np.array(c[8], dtype=np.float64),
+        "is_empty": np.zeros(n, dtype=bool),
+        "is_forming": (open_ms + 1000 > now_ms) if now_ms is not None else np.zeros(n, dtype=bool),
+    }
+    return pd.DataFrame({k: np.asarray(data[k], dtype=BAR_DTYPES[k]) for k in BAR_COLUMNS},
+                        index=ms_to_utc_index(open_ms))

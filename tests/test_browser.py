@@ -1,0 +1,145 @@
+"""The live monitor in a real JupyterLab, driven by headless Chromium.
+
+One JupyterLab (free port, random token, temp HOME/config) serves a copy of
+``live_monitor.ipynb`` whose parameters point at a temp DB and a synthetic
+replay at 1,000 trades/s. The test runs all cells and checks, from what
+BokehJS rendered (``window.Bokeh.documents``, not the kernel status bar):
+
+* the plots' data keeps changing for 10 s;
+* a new cell (``1+1``) executes in under 2 s while the stream runs;
+* changing the window slider changes the z-score plot;
+* the Stop button stops the stream, and the kernel stays usable;
+* no JavaScript errors in the console.
+
+Screenshots are saved in the test's tmp dir; failures name them.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.jupyter_harness import (
+    Browser, JupyterLab, append_and_run_cell, bokeh_column, bokeh_sources, cell_outputs_text,
+    chromium_available, run_all_cells, set_notebook_parameters,
+)
+from tests.util import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "live_monitor.ipynb"
+PAIR = "ETHUSDT/BTCUSDT"
+BARS = f"{PAIR}:bars"
+FORMING = f"{PAIR}:forming"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not chromium_available(), reason="Chromium not installed at /usr/bin/chromium"),
+]
+
+
+def _finite(values) -> list[float]:
+    return [v for v in values or [] if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def _snapshot(page) -> tuple:
+    """What the browser currently shows of the pair: bar count, newest bar
+    time, forming bar time and close."""
+    src = {s["name"]: s for s in bokeh_sources(page)}
+    bars, forming = src.get(BARS, {}), src.get(FORMING, {})
+    return (bars.get("n", 0), bars.get("last", {}).get("t"),
+            forming.get("last", {}).get("t"), forming.get("last", {}).get("y_close"),
+            forming.get("last", {}).get("x_close"))
+
+
+def test_live_monitor_in_jupyterlab(tmp_path):
+    root = tmp_path / "nb"
+    root.mkdir()
+    nb = root / "live_monitor.ipynb"
+    shutil.copy(NOTEBOOK, nb)
+    set_notebook_parameters(nb, rate=1000.0, window=20, timeframe="1s",
+                            db_path=str(tmp_path / "live.db"))
+    shots = tmp_path / "screenshots"
+
+    with JupyterLab(root, log_path=tmp_path / "jupyterlab.log") as lab, Browser(shots) as browser:
+        page = browser.open_notebook(lab, "live_monitor.ipynb")
+
+        def fail(msg: str, name: str) -> str:
+            return f"{msg} (screenshot: {browser.screenshot(page, name)}, log: {lab.log_path})"
+
+        run_all_cells(page)
+        # the first closed bars arrive a bit over a second after the stream starts
+        try:
+            wait_until(lambda: _snapshot(page)[0] >= 2, timeout=45, message="first bars in the plot")
+        except AssertionError as exc:
+            raise AssertionError(fail(str(exc), "no-bars")) from None
+        assert page.locator("canvas").count() > 0, fail("no canvas rendered", "no-canvas")
+
+        # 1) liveness: the plot data changes every second for 10 s
+        seen = [_snapshot(page)]
+        changes = 0
+        t_end = time.monotonic() + 10
+        while time.monotonic() < t_end:
+            page.wait_for_timeout(1000)
+            snap = _snapshot(page)
+            changes += snap != seen[-1]
+            seen.append(snap)
+        assert changes >= 9, fail(f"plot data changed in only {changes} of 10 s: {seen}", "stale")
+        assert seen[-1][0] >= seen[0][0] + 7, fail(f"bars did not keep closing: {seen}", "bars")
+
+        # 2) the kernel stays responsive under 1,000 trades/s
+        t0 = time.monotonic()
+        idx = append_and_run_cell(page, "1+1")
+        wait_until(lambda: cell_outputs_text(page, idx).strip() == "2", timeout=10,
+                   message="1+1 output")
+        took = time.monotonic() - t0
+        assert took < 2.0, fail(f"1+1 took {took:.2f} s while streaming", "slow-cell")
+
+        # 3) the window slider changes the z-score plot
+        def zscores() -> dict:
+            t = bokeh_column(page, BARS, "t") or []
+            z = bokeh_column(page, BARS, "zscore") or []
+            return dict(zip(t, z))
+
+        wait_until(lambda: len(_finite(zscores().values())) >= 3, timeout=30,
+                   message="z-scores with window=20")
+        before = zscores()
+        slider = page.locator(".widget-slider", has_text="window")
+        readout = slider.locator(".widget-readout")
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("5")
+        page.keyboard.press("Enter")
+
+        def changed() -> bool:
+            after = zscores()
+            common = [t for t in before if t in after]
+            diff = [t for t in common if before[t] != after[t]]
+            return len(common) >= 3 and len(diff) >= 3
+
+        try:
+            wait_until(changed, timeout=10, message="z-score plot to change after the slider")
+        except AssertionError as exc:
+            raise AssertionError(fail(str(exc), "slider")) from None
+        after = zscores()
+        assert len(_finite(after.values())) > len(_finite(before.values())), \
+            fail("a shorter window must give z-scores for more bars", "slider-count")
+
+        # 4) Stop stops the stream; the kernel is still usable
+        page.get_by_role("button", name="Stop").click()
+        wait_until(lambda: "stopped" in page.locator(".widget-html", has_text="trades/s")
+                   .first.inner_text(), timeout=30, message="status strip to say stopped")
+        frozen = _snapshot(page)
+        page.wait_for_timeout(2000)
+        assert _snapshot(page) == frozen, fail("plots still change after Stop", "after-stop")
+        idx = append_and_run_cell(page, "monitor.running, 40 + 2")
+        wait_until(lambda: "42" in cell_outputs_text(page, idx), timeout=10,
+                   message="a cell after Stop")
+        assert "False" in cell_outputs_text(page, idx)
+        browser.screenshot(page, "final")
+
+        # 5) no JavaScript errors
+        assert browser.errors == [], fail(f"console errors: {browser.errors}", "console")
