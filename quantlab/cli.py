@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--fault", dest="faults", action="append", default=[], metavar="KEY=VALUE",
+                   help="fault injection, repeatable, e.g. drop_after_messages=500 "
+                        "(see quantlab.replay.Faults)")
+    p.add_argument("--prefill", type=int, default=0,
+                   help="synthetic trades already in the REST tape before streaming starts")
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("import", help="load files into the tick store")

@@ -645,15 +645,26 @@ class Reconciliation:
     Attributes
     ----------
     trades : raw trades rebuilt exactly from single-fill aggregates (``f == l``).
-    holes : missing ids no aggregate covers: non-market prints (insurance
-        fund, ADL) that the raw stream never sends. Nothing to fill.
-    unfillable : missing ids inside a multi-fill aggregate (the split of its
-        quantity between fills is unknown) or outside what REST returned.
+    hole_ids : missing ids no aggregate covers: prints that were not market
+        fills (insurance fund, ADL, ``NA``: never in aggregates, and Binance's
+        REST does not serve them) or ids never used. Nothing to fill; they
+        never belong in bars.
+    unfillable_ids : missing ids inside a multi-fill aggregate (the split of
+        its quantity between fills is unknown), or every id when the
+        aggregates could not be had (``complete`` false).
     """
 
     trades: tuple[Trade, ...]
-    holes: int
-    unfillable: int
+    hole_ids: np.ndarray
+    unfillable_ids: np.ndarray
+
+    @property
+    def holes(self) -> int:
+        return int(self.hole_ids.size)
+
+    @property
+    def unfillable(self) -> int:
+        return int(self.unfillable_ids.size)
 
 
 def reconcile_raw_futures(missing: np.ndarray, aggs: Sequence[Trade], *, complete: bool,
@@ -665,8 +676,8 @@ def reconcile_raw_futures(missing: np.ndarray, aggs: Sequence[Trade], *, complet
     ``i``: an aggregate with ``f <= i <= l`` proves ``i`` was a market fill; if
     ``f == l`` the aggregate *is* that fill (same price, quantity, time, side)
     and is stored as raw trade ``i``; if ``f < l`` the fill's own quantity is
-    unknown (unfillable). An id no aggregate covers is a legitimate hole, but
-    only if ``complete`` says the aggregates span the whole gap's time range;
+    unknown (unfillable). An id no aggregate covers is a hole, but only if
+    ``complete`` says the aggregates span the whole gap's time range;
     otherwise it is unfillable too.
 
     Parameters
@@ -681,15 +692,13 @@ def reconcile_raw_futures(missing: np.ndarray, aggs: Sequence[Trade], *, complet
     >>> a = [Trade("usdm", "BTCUSDT", "aggTrade", 50, 1.5, 2.0, 10, 0, True, 0, None, 7, 7),
     ...      Trade("usdm", "BTCUSDT", "aggTrade", 51, 1.6, 3.0, 11, 0, False, 0, None, 9, 10)]
     >>> r = reconcile_raw_futures(np.array([6, 7, 8, 9]), a, complete=True, symbol="BTCUSDT", recv_ms=0)
-    >>> [(t.trade_id, t.price, t.qty) for t in r.trades], r.holes, r.unfillable
-    ([(7, 1.5, 2.0)], 2, 1)
+    >>> [(t.trade_id, t.price, t.qty) for t in r.trades], r.hole_ids.tolist(), r.unfillable_ids.tolist()
+    ([(7, 1.5, 2.0)], [6, 8], [9])
     """
-    missing = np.asarray(missing, dtype=np.int64)
-    if missing.size == 0:
-        return Reconciliation((), 0, 0)
-    covered = np.zeros(missing.size, dtype=bool)
+    missing = np.unique(np.asarray(missing, dtype=np.int64))
+    rebuilt = np.zeros(missing.size, dtype=bool)
+    multi = np.zeros(missing.size, dtype=bool)
     trades: list[Trade] = []
-    unfillable = 0
     for agg in aggs:
         f, l = agg.first_trade_id, agg.last_trade_id
         if f is None or l is None or f < 0:  # archive rows with f=l=-1 carry nothing
@@ -697,16 +706,16 @@ def reconcile_raw_futures(missing: np.ndarray, aggs: Sequence[Trade], *, complet
         lo, hi = np.searchsorted(missing, [f, l + 1])
         if lo == hi:
             continue
-        covered[lo:hi] = True
         if f == l:
+            rebuilt[lo] = True
             trades.append(Trade("usdm", symbol, "trade", int(f), agg.price, agg.qty, agg.time_ms,
                                 recv_ms, agg.is_buyer_maker, 0, "MARKET"))
         else:
-            unfillable += int(hi - lo)
-    uncovered = int(missing.size - covered.sum())
+            multi[lo:hi] = True
+    uncovered = ~(rebuilt | multi)
     if complete:
-        return Reconciliation(tuple(trades), uncovered, unfillable)
-    return Reconciliation(tuple(trades), 0, unfillable + uncovered)
+        return Reconciliation(tuple(trades), missing[uncovered], missing[multi])
+    return Reconciliation(tuple(trades), missing[:0], missing[multi | uncovered])
 
 
 # =============================================================================
@@ -1272,9 +1281,18 @@ class Ingester:
     def _init_from_store(self, store: Any) -> None:
         """Seed the last id per symbol and the open gaps to resume (writer thread)."""
         s = self.settings
+        last_ms: dict[str, int | None] = {}
+        try:
+            inst = store.instruments()
+            for row in inst.to_dict("records"):
+                if row["market"] == s.market and row["kind"] == s.stream:
+                    last_ms[row["symbol"]] = _opt_int(row.get("last_ms"))
+        except Exception:  # only needed to bound USD-M reconciliation in time
+            logger.exception("cannot read the instruments registry")
         for sym in s.symbols:
             last = store.last_trade_id(s.market, sym, s.stream)
-            self._hwm[sym] = None if last is None else _Last(int(last))
+            # Ids grow with time, so the stream's newest time is that of its last id.
+            self._hwm[sym] = None if last is None else _Last(int(last), last_ms.get(sym))
         self._resume = self._open_gaps_from_store(store)
 
     def _open_gaps_from_store(self, store: Any) -> list[_Gap]:
@@ -1688,7 +1706,7 @@ class Ingester:
         elif cls is NotTrade:
             self._n_garbage += 1
             if self._n_garbage <= 10 or self._n_garbage % 1000 == 0:
-                logger.warning("ignored frame #%d: %s: %.100s", self._n_garbage, msg.reason, msg.raw)
+                logger.warning("ignored frame #%d: %s: %.100r", self._n_garbage, msg.reason, msg.raw)
         elif cls is ErrorReply:
             self._set_error(f"stream error {msg.code}: {msg.msg}")
         elif cls is Trade:  # a trade of another symbol or kind than subscribed
@@ -1753,7 +1771,7 @@ class Ingester:
                     self._close_drop_range(sym, msg.time_ms)
                 append(msg)
             else:
-                self._drop(msg)
+                self._drop(msg, last)
 
     def _accept(self, msg: Trade, reason: str) -> None:
         """Slow-path twin of the reader's inline accept (handover replay)."""
@@ -1775,15 +1793,17 @@ class Ingester:
                 self._close_drop_range(sym, msg.time_ms)
             self._live.append(msg)
         else:
-            self._drop(msg)
+            self._drop(msg, last)
 
     # -- overflow: counted, reported, turned into a gap
-    def _drop(self, msg: Trade) -> None:
+    def _drop(self, msg: Trade, prev: Any) -> None:
+        """The writer queue is full: refuse ``msg`` (``prev`` is the trade
+        accepted before it). Its id joins the symbol's open drop range, which
+        becomes an ``overflow`` gap once a trade of the symbol is accepted."""
         self._n_dropped += 1
         rng = self._drop_open.get(msg.symbol)
         if rng is None:
-            prev_ms = None
-            self._drop_open[msg.symbol] = [msg.trade_id, msg.trade_id, prev_ms]
+            self._drop_open[msg.symbol] = [msg.trade_id, msg.trade_id, getattr(prev, "time_ms", None)]
             if not self._overflow:
                 self._overflow = True
                 self._set_error(f"writer queue full ({self.settings.queue_max:,} trades): "
@@ -1933,6 +1953,17 @@ class Ingester:
                 self._set_error(f"REST {endpoint} failed: {exc.reason}; retrying in {_fmt_s(delay)}")
                 await asyncio.sleep(delay)
 
+    async def _agg_page(self, sym: str, **params: Any) -> list[Trade]:
+        rows = await self._rest("aggTrades", symbol=sym, **params)
+        recv = _now_ms()
+        page = []
+        for row in rows or ():
+            try:
+                page.append(parse_rest_agg_trade(row, self._market, sym, recv))
+            except NotATrade as exc:
+                logger.warning("bad REST row: %s", exc)
+        return page
+
     async def _fill(self, group: list[_Gap]) -> None:
         if self._market == "usdm" and self._kind == "trade":
             await self._reconcile_futures(group)
@@ -2002,35 +2033,24 @@ class Ingester:
         complete = False
         if missing.size and befores and afters:
             start_ms, end_ms = min(befores), max(afters)
-            complete = True
-            params: dict[str, Any] = {"startTime": start_ms, "endTime": end_ms}
-            for _ in range(1000):  # bounded: 1000 pages x 1000 aggregates
-                page_start = min(end_ms, params.get("startTime", start_ms))
-                if "fromId" in params:
-                    rows = await self._rest("aggTrades", symbol=sym, fromId=params["fromId"],
-                                            limit=1000)
-                else:
-                    # Binance: startTime..endTime must span < 1 h; longer gaps
-                    # page on by fromId from the first page.
-                    rows = await self._rest("aggTrades", symbol=sym, startTime=page_start,
-                                            endTime=min(end_ms, page_start + 3_599_999),
-                                            limit=1000)
-                recv = _now_ms()
-                page = []
-                for row in rows or ():
-                    try:
-                        page.append(parse_rest_agg_trade(row, "usdm", sym, recv))
-                    except NotATrade:
-                        continue
+            # Every market fill with an id in the gap happened in [start_ms, end_ms]
+            # (ids grow with time). Binance: startTime..endTime must span < 1 h;
+            # the rest is paged by fromId, which has no time bound.
+            window_end = min(end_ms, start_ms + 3_599_999)
+            page = await self._agg_page(sym, startTime=start_ms, endTime=window_end, limit=1000)
+            aggs.extend(page)
+            for _ in range(1000):  # bounded: a million aggregates
+                if not page or page[-1].time_ms > end_ms or (page[-1].last_trade_id or 0) >= last:
+                    break
+                if len(page) < 1000 and window_end >= end_ms:
+                    break
+                page = await self._agg_page(sym, fromId=page[-1].trade_id + 1, limit=1000)
                 aggs.extend(page)
-                if not page:
-                    complete = bool(aggs) or start_ms == end_ms
-                    break
-                if page[-1].time_ms > end_ms or (page[-1].last_trade_id or 0) >= last:
-                    break
-                params = {"fromId": page[-1].trade_id + 1}
-        elif missing.size:
-            complete = False  # no time bounds (e.g. resumed from an old store): cannot decide
+                window_end = end_ms
+            # No aggregate at all: either nothing but non-market prints happened
+            # (possible for short gaps) or REST no longer has the range (USD-M
+            # keeps recent data only, reportedly 48 h). Decide by age.
+            complete = bool(aggs) or _now_ms() - end_ms < 24 * 3600 * 1000
         recon = reconcile_raw_futures(missing, aggs, complete=complete, symbol=sym,
                                       recv_ms=_now_ms())
         filled = await self._store_backfill(list(recon.trades))
@@ -2038,13 +2058,15 @@ class Ingester:
         self._n_unfillable += recon.unfillable
         # Attribute the outcome to each gap of the group (for the gaps table).
         rebuilt = np.array(sorted(t.trade_id for t in recon.trades), dtype=np.int64)
+
+        def within(ids: np.ndarray, g: _Gap) -> int:
+            return int(np.count_nonzero((ids >= g.first_id) & (ids <= g.last_id)))
+
         for g in group:
-            ids = missing[(missing >= g.first_id) & (missing <= g.last_id)]
-            n_filled = int(np.isin(ids, rebuilt).sum())
-            share = ids.size / missing.size if missing.size else 0.0
-            n_unf = int(round(recon.unfillable * share))
-            n_holes = max(0, int(ids.size) - n_filled - n_unf)
-            await self._update_gap(g, n_filled, n_unf, n_holes)
+            await self._update_gap(g, within(rebuilt, g), within(recon.unfillable_ids, g),
+                                   within(recon.hole_ids, g),
+                                   "unfillable ids lie in multi-fill aggregates"
+                                   if within(recon.unfillable_ids, g) else None)
         logger.info("futures %s ids %d..%d: %d missing, %d rebuilt, %d holes, %d unfillable",
                     sym, first, last, missing.size, filled, recon.holes, recon.unfillable)
 

@@ -186,3 +186,98 @@ def write_json(path: str | Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(clean_json(payload), indent=2, default=_json_default) + "\n")
     return path
+
+
+def _pair_from_args(args: Any) -> pd.DataFrame:
+    aligned = load_pair_bars(y=args.y, x=args.x, timeframe=args.timeframe, db=args.db,
+                             files=args.files, market=args.market, start=args.start, end=args.end,
+                             max_carry_bars=args.max_carry_bars)
+    # The still-forming last bar is not final: research outputs use closed bars only.
+    if "is_forming" in aligned and len(aligned) and bool(aligned["is_forming"].iloc[-1]):
+        aligned = aligned.iloc[:-1]
+    return aligned
+
+
+def _metadata(args: Any, aligned: pd.DataFrame, command: str) -> dict:
+    return {
+        "command": command, "y": args.y.upper(), "x": args.x.upper(), "timeframe": args.timeframe,
+        "window": args.window, "hedge": args.hedge, "log_prices": bool(args.log_prices),
+        "source": {"db": args.db} if args.db else {"files": list(args.files)},
+        "start": aligned.index[0].isoformat() if len(aligned) else None,
+        "end": aligned.index[-1].isoformat() if len(aligned) else None,
+        "causal_columns": "every per-bar column uses bars up to and including its own",
+    }
+
+
+def run_analysis(aligned: pd.DataFrame, *, window: int, hedge: str = "rolling-ols",
+                 log_prices: bool = False, **options: Any):
+    """:func:`quantlab.analytics.analyze` on an aligned pair from :func:`load_pair_bars`,
+    with the symbols taken from the frame's ``attrs``."""
+    from quantlab.analytics import analyze
+
+    symbols = (aligned.attrs.get("y"), aligned.attrs.get("x")) if "y" in aligned.attrs else None
+    return analyze(aligned, window=window, hedge=hedge, log_prices=log_prices, symbols=symbols,
+                   **options)
+
+
+def analyze_cli(args: Any) -> int:
+    """``quantlab analyze``: per-bar causal analytics to ``--out``, the in-sample
+    summary to ``--summary``, replayed alert events to ``--alerts-out``."""
+    from quantlab.alerts import parse_rule, replay_alerts
+    from quantlab.export import export_frame
+
+    rules = [parse_rule(text) for text in args.alert]  # fail fast on a bad rule
+    if rules and not args.alerts_out:
+        raise ConfigError("alerts-out", None, "a CSV path when --alert is given")
+    aligned = _pair_from_args(args)
+    result = run_analysis(aligned, window=args.window, hedge=args.hedge, log_prices=args.log_prices)
+    frame = result.frame.copy()
+    frame.index.name = "time"
+    meta = _metadata(args, aligned, "analyze")
+    path = export_frame(frame, args.out, metadata=meta)
+    summary = result.summary()
+    print(f"{len(frame)} bars {meta['start']} .. {meta['end']} -> {path}")
+    if args.summary:
+        write_json(args.summary, {**summary, "metadata": meta})
+        print(f"summary -> {args.summary}: hedge_ratio={summary['hedge_ratio']:.6g} "
+              f"adf_pvalue={summary['adf_pvalue']:.4g} coint_pvalue={summary['coint_pvalue']:.4g} "
+              f"half_life_bars={summary['half_life_bars']}")
+    if rules:
+        events = replay_alerts(frame, rules, f"{args.y.upper()}/{args.x.upper()}")
+        Path(args.alerts_out).parent.mkdir(parents=True, exist_ok=True)
+        events.to_csv(args.alerts_out, index=False)
+        print(f"{len(events)} alert events -> {args.alerts_out}")
+    return 0
+
+
+def backtest_cli(args: Any) -> int:
+    """``quantlab backtest``: trades CSV, equity CSV and summary JSON."""
+    from quantlab.backtest import BacktestSettings, backtest
+
+    aligned = _pair_from_args(args)
+    result = run_analysis(aligned, window=args.window, hedge=args.hedge, log_prices=args.log_prices,
+                          health=False)
+    frame = result.frame
+    if args.log_prices:
+        raise ConfigError("log-prices", True, "price-level hedging for the backtest (positions are "
+                          "sized in units of y against beta units of x; drop --log-prices)")
+    data = aligned[["y_open", "y_close", "x_open", "x_close"]].join(frame[["beta", "zscore",
+                                                                            "half_life"]])
+    settings = BacktestSettings(entry=args.entry_z, exit=args.exit_z, stop=args.stop_z,
+                                max_hold_bars=args.max_hold_bars, fee_bps=args.fee_bps,
+                                slippage_bps=args.slippage_bps, fill=args.fill,
+                                rehedge_every=1 if args.rehedge else 0)
+    bt = backtest(data, settings)
+    for path in (args.trades, args.equity):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    trades = bt.trades
+    trades.to_csv(args.trades, index=False)
+    equity = bt.equity.copy()
+    equity.index.name = "time"
+    equity.to_csv(args.equity)
+    summary = bt.summary()
+    write_json(args.summary, {**summary, "metadata": _metadata(args, aligned, "backtest")})
+    print(f"{summary['n_trades']} trades, total_pnl={summary['total_pnl']:.6g}, "
+          f"sharpe={summary['sharpe']}, max_drawdown={summary['max_drawdown']:.6g}, "
+          f"break_even_fee_bps={summary['break_even_fee_bps']}")
+    return 0

@@ -57,7 +57,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
@@ -98,6 +98,26 @@ _ASAP_SIM_RATE = 1000.0
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Emission(NamedTuple):
+    """What a source's ``poll(now_ms)`` returns.
+
+    Attributes
+    ----------
+    batch : trades due now (``None`` or empty when none).
+    aggs : the aggregates those trades complete (``None`` when none).
+    wait_s : seconds until the next trade is due (0: poll again at once); ``None``
+        once the source is exhausted.
+    encoded : optional ``(symbol index, kind, combined) -> (frames, rows) | None`` giving
+        WebSocket frames the source encoded ahead of time for this batch (``rows`` are
+        their row positions in ``batch``); ``None`` means "encode them now".
+    """
+
+    batch: TradeBatch | None
+    aggs: AggBatch | None
+    wait_s: float | None
+    encoded: Callable[[int, str, bool], tuple[list[bytes], np.ndarray] | None] | None = None
 
 
 # =============================================================================
@@ -523,15 +543,15 @@ class SyntheticSource:
         self.gen.advance_clock_to(now_ms)
         return batch, aggs
 
-    def poll(self, now_ms: int) -> tuple[TradeBatch | None, AggBatch | None, float | None]:
+    def poll(self, now_ms: int) -> Emission:
         """Trades due by ``now_ms``, their aggregates, and seconds until the next is due."""
         if not self.paced:
             batch = self.gen.generate(self.batch_size, stamp_ms=now_ms)
-            return batch, self.gen.aggregate(batch), 0.0
+            return Emission(batch, self.gen.aggregate(batch), 0.0)
         batch = self.gen.generate_until(now_ms, event_ms=now_ms)
         aggs = self.gen.aggregate(batch) if len(batch) else None
         wait_s = (self.gen.next_time_ms - now_ms) / 1000.0
-        return batch, aggs, min(0.25, max(0.0005, wait_s))
+        return Emission(batch, aggs, min(0.25, max(0.0005, wait_s)))
 
 
 class RecordedSource:
@@ -550,11 +570,16 @@ class RecordedSource:
         server's start time (a live-looking replay); default: the recorded times.
     specs : per-symbol :class:`~quantlab.synthetic.SymbolSpec` for exchangeInfo.
     batch_size : trades per step in as-fast-as-possible mode.
+    preencode : frame every ``@trade`` message for combined streams now, so that
+        streaming them is only slicing and joining bytes (benchmarks: the server then
+        costs almost no CPU per message). Takes about 4 s per million trades and
+        ~200 bytes per trade; other streams are still encoded as they are sent.
+        Incompatible with ``rebase_time`` (the frames carry the times).
     """
 
     def __init__(self, batch: TradeBatch, schedule_ns: np.ndarray, *, speed: float = 1.0,
                  prefill: int = 0, rebase_time: bool = False, specs: Sequence[SymbolSpec] | None = None,
-                 batch_size: int = 2000):
+                 batch_size: int = 2000, preencode: bool = False):
         if not speed >= 0:
             raise ConfigError("speed", speed, "a factor >= 0 (0 = as fast as possible)")
         if len(batch) == 0:
@@ -576,9 +601,27 @@ class RecordedSource:
         self._cursor = 0
         self._origin_wall_ms = 0
         self._origin_ns = 0
+        if preencode and rebase_time:
+            raise ConfigError("preencode", preencode, "False when rebase_time is True")
+        # (symbol index) -> (rows of that symbol in the whole batch, their combined @trade frames)
+        self._preencoded: dict[int, tuple[np.ndarray, list[bytes]]] = {}
+        if preencode:
+            for s in range(len(self.instruments.symbols)):
+                rows = np.flatnonzero(batch.sym == s)
+                self._preencoded[s] = (rows, _ws_text_frames(encode_trades(batch, rows, combined=True)))
 
     def __len__(self) -> int:
         return len(self._all)
+
+    def _encoded_between(self, a: int, b: int) -> Callable[[int, str, bool], tuple[list[bytes], np.ndarray] | None]:
+        """Lookup of the pre-encoded frames of rows ``a..b-1`` (see :class:`Emission`)."""
+        def lookup(s: int, kind: str, combined: bool) -> tuple[list[bytes], np.ndarray] | None:
+            if kind != "trade" or not combined or s not in self._preencoded:
+                return None
+            rows, frames = self._preencoded[s]
+            lo, hi = np.searchsorted(rows, [a, b])
+            return frames[lo:hi], rows[lo:hi] - a
+        return lookup
 
     def _slice(self, a: int, b: int) -> tuple[TradeBatch, AggBatch]:
         lo, hi = np.searchsorted(self._aggs.last_row, [a, b])
@@ -600,11 +643,11 @@ class RecordedSource:
         self._origin_ns = int(self._sched[min(self.prefill, n - 1)])
         return self._slice(0, self.prefill) if self.prefill else None
 
-    def poll(self, now_ms: int) -> tuple[TradeBatch | None, AggBatch | None, float | None]:
+    def poll(self, now_ms: int) -> Emission:
         n = len(self._all)
         a = self._cursor
         if a >= n:
-            return None, None, None
+            return Emission(None, None, None)
         if not self.paced:
             b = min(n, a + self.batch_size)
             wait_s = 0.0
@@ -619,9 +662,9 @@ class RecordedSource:
                 wait_s = min(0.25, max(0.0005, (due_ms - now_ms) / 1000.0))
         self._cursor = b
         if b == a:
-            return None, None, wait_s
+            return Emission(None, None, wait_s)
         batch, aggs = self._slice(a, b)
-        return batch, aggs, wait_s
+        return Emission(batch, aggs, wait_s, self._encoded_between(a, b) if self._preencoded else None)
 
     # --- constructors ------------------------------------------------------------
     @classmethod
@@ -646,6 +689,25 @@ class RecordedSource:
         paced by trade time ``T`` divided by ``speed`` (``E = T``)."""
         batch = load_trade_files(paths, symbols=symbols, market=market)
         return cls(batch, batch.time_ms * 1_000_000, **kwargs)
+
+    @classmethod
+    def from_synthetic(cls, n: int, *, symbols: Sequence[str] = ("BTCUSDT", "ETHUSDT"), market: str = "spot",
+                       seed: int = 0, rate: float = 1000.0, start_ms: int | None = None,
+                       model: Mapping[str, Any] | None = None, **kwargs: Any) -> "RecordedSource":
+        """``n`` synthetic trades generated now and replayed like a recording.
+
+        The benchmark source: ``RecordedSource.from_synthetic(1_000_000, speed=0,
+        preencode=True)`` streams pre-encoded frames as fast as the client reads.
+        Trade times are simulated at ``rate`` trades/s from ``start_ms`` (default: now
+        minus the simulated span, so the last trade is about now); ``speed`` replays
+        them at ``speed`` times that pace (0 = as fast as possible).
+        """
+        gen = SyntheticMarket(symbols, market=market, seed=seed, rate=rate, **dict(model or {}))
+        if start_ms is None:
+            start_ms = _now_ms() - int(n / rate * 1000)
+        gen.start_ms = int(start_ms)
+        batch = gen.generate(n)
+        return cls(batch, batch.time_ms * 1_000_000, specs=gen.specs, **kwargs)
 
 
 def _recorded_spec(symbol: str, inst: Instruments) -> SymbolSpec:
@@ -812,8 +874,8 @@ def make_source(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
                 speed: float = 1.0, seed: int = 0, prefill: int = 0, rebase_time: bool = False):
     """A source by name: ``"synthetic"``, ``"capture"`` or ``"trades"``.
 
-    For recorded sources the market comes from the data (``market`` is only a hint for
-    trade files without a telling name).
+    For recorded sources the market comes from the data and ``market`` is ignored (the
+    CLI always passes its default, which must not contradict a USD-M file).
     """
     require_choice("source_kind", kind, ("synthetic", "capture", "trades"))
     if kind == "synthetic":
@@ -1188,10 +1250,11 @@ class _Step:
     connection that subscribes to that stream.
     """
 
-    __slots__ = ("batch", "aggs", "_skip", "_cache")
+    __slots__ = ("batch", "aggs", "_skip", "_encoded", "_cache")
 
-    def __init__(self, batch: TradeBatch, aggs: AggBatch | None, skip: tuple[int, int, int] | None):
-        self.batch, self.aggs, self._skip = batch, aggs, skip
+    def __init__(self, batch: TradeBatch, aggs: AggBatch | None, skip: tuple[int, int, int] | None,
+                 encoded: Callable[[int, str, bool], tuple[list[bytes], np.ndarray] | None] | None = None):
+        self.batch, self.aggs, self._skip, self._encoded = batch, aggs, skip, encoded
         self._cache: dict[tuple, tuple[list[bytes], np.ndarray]] = {}
 
     def frames(self, key: tuple[int, str], combined: bool) -> tuple[list[bytes], np.ndarray]:
@@ -1200,6 +1263,15 @@ class _Step:
         if cached is not None:
             return cached
         s, kind = key
+        ready = self._encoded(s, kind, combined) if self._encoded is not None else None
+        if ready is not None:
+            frames, rows = ready
+            if self._skip is not None and (self._skip[2] < 0 or self._skip[2] == s):
+                ids = self.batch.trade_id[rows]
+                keep = np.flatnonzero((ids < self._skip[0]) | (ids > self._skip[1]))
+                frames, rows = [frames[i] for i in keep.tolist()], rows[keep]
+            self._cache[(key, combined)] = (frames, rows.astype(np.float64))
+            return self._cache[(key, combined)]
         if kind == "trade":
             rows = np.flatnonzero(self.batch.sym == s)
             ids = self.batch.trade_id[rows]
@@ -1309,11 +1381,13 @@ class ReplayServer:
         self._stats = ReplayStats()
         self._tape = _Tape(self.instruments, tape_limit)
         self._rest = _RestApi(self._tape, self.source.specs, self.faults, self._stats)
-        skip = self.faults.skip_ids
+        skip, skip_symbol = self.faults.skip_ids, self.faults.skip_symbol
+        if skip_symbol is not None and self.instruments.index(skip_symbol) < 0:
+            raise ConfigError("skip_symbol", skip_symbol, "one of " + ", ".join(self.instruments.symbols))
+        # (first id, last id, symbol index or -1 for every symbol)
         self._skip = None if skip is None else (
-            skip[0], skip[1], -1 if self.faults.skip_symbol is None else self.instruments.index(self.faults.skip_symbol))
+            skip[0], skip[1], -1 if skip_symbol is None else self.instruments.index(skip_symbol))
         self._clients: set[_Client] = set()
-        self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main_task: asyncio.Task | None = None
         self._thread: threading.Thread | None = None
@@ -1436,15 +1510,16 @@ class ReplayServer:
         self._loop = asyncio.get_running_loop()
         self._has_clients = asyncio.Event()
         async with ws_serve(self._handle, self.host, self._port, process_request=self._process_request,
-                         compression=None,  # Binance streams are not deflated; deflate costs CPU
-                         ping_interval=self.ping_interval_s, ping_timeout=self.ping_timeout_s,
-                         close_timeout=self.close_timeout_s, logger=_ws_logger) as server:
+                            # No permessage-deflate: it costs CPU per message and per client,
+                            # and frames are pre-framed once for every client.
+                            compression=None,
+                            ping_interval=self.ping_interval_s, ping_timeout=self.ping_timeout_s,
+                            close_timeout=self.close_timeout_s, logger=_ws_logger) as server:
             self._port = server.sockets[0].getsockname()[1]
             history = self.source.start(_now_ms())
             if history is not None:
                 self._record(*history)
             producer = asyncio.create_task(self._produce(), name="replay-producer")
-            self._listening = True
             logger.info("replay server listening on %s (%s, %s)", self.ws_url, self.market,
                         ", ".join(self.instruments.symbols))
             if ready is not None:
@@ -1452,7 +1527,6 @@ class ReplayServer:
             try:
                 await asyncio.Future()  # until cancelled
             finally:
-                self._listening = False
                 producer.cancel()
                 for c in list(self._clients):
                     for t in c.tasks:
@@ -1473,10 +1547,10 @@ class ReplayServer:
                 if not src.paced and not self._clients:
                     self._has_clients.clear()
                     await self._has_clients.wait()
-                batch, aggs, wait_s = src.poll(_now_ms())
+                batch, aggs, wait_s, encoded = src.poll(_now_ms())
                 if batch is not None and len(batch):
                     self._record(batch, aggs)
-                    step = _Step(batch, aggs, self._skip)
+                    step = _Step(batch, aggs, self._skip, encoded)
                     for c in list(self._clients):
                         if not c.queue.full():
                             c.queue.put_nowait(step)
@@ -1528,7 +1602,7 @@ class ReplayServer:
         try:
             async for message in ws:
                 if isinstance(message, bytes):
-                    continue  # Binance ignores binary frames from clients
+                    continue  # a binary frame carries no control request: ignore it
                 if self._over_incoming_limit(c):
                     self._stats.rate_limit_closes += 1
                     await ws.close(1008, "Too many requests")

@@ -336,12 +336,24 @@ def run_all_cells(page, timeout_s: float = 30.0) -> None:
 
 
 def cell_outputs_text(page, index: int) -> str:
-    """Text of the outputs of cell ``index`` (all cells count)."""
+    """Text of the outputs of cell ``index`` (all cells count), from the
+    notebook model: stream text and ``text/plain`` of results, no prompts."""
     return page.evaluate(
         f"""(i) => {{
             const w = ({_CURRENT_PANEL_JS})();
             const cell = w.content.widgets[i];
-            return cell && cell.outputArea ? cell.outputArea.node.innerText : '';
+            if (!cell || !cell.model.outputs) return '';
+            const out = [];
+            const outputs = cell.model.outputs;
+            for (let k = 0; k < outputs.length; k++) {{
+                const o = outputs.get(k).toJSON();
+                if (o.text) out.push(Array.isArray(o.text) ? o.text.join('') : o.text);
+                else if (o.data && o.data['text/plain']) {{
+                    const t = o.data['text/plain'];
+                    out.push(Array.isArray(t) ? t.join('') : t);
+                }} else if (o.ename) out.push(o.ename + ': ' + o.evalue);
+            }}
+            return out.join('\\n');
         }}""", index)
 
 

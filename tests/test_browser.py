@@ -78,16 +78,16 @@ def test_live_monitor_in_jupyterlab(tmp_path):
             raise AssertionError(fail(str(exc), "no-bars")) from None
         assert page.locator("canvas").count() > 0, fail("no canvas rendered", "no-canvas")
 
-        # 1) liveness: the plot data changes every second for 10 s
+        # 1) liveness: for 10 s, the plotted data differs every time we look (about
+        #    once a second) and closed bars keep arriving
         seen = [_snapshot(page)]
-        changes = 0
-        t_end = time.monotonic() + 10
-        while time.monotonic() < t_end:
+        t_start = time.monotonic()
+        while time.monotonic() - t_start < 10:
             page.wait_for_timeout(1000)
-            snap = _snapshot(page)
-            changes += snap != seen[-1]
-            seen.append(snap)
-        assert changes >= 9, fail(f"plot data changed in only {changes} of 10 s: {seen}", "stale")
+            seen.append(_snapshot(page))
+        still = sum(a == b for a, b in zip(seen, seen[1:]))
+        assert len(seen) >= 6 and still == 0, \
+            fail(f"plot data stood still {still} times in {len(seen) - 1} looks: {seen}", "stale")
         assert seen[-1][0] >= seen[0][0] + 7, fail(f"bars did not keep closing: {seen}", "bars")
 
         # 2) the kernel stays responsive under 1,000 trades/s

@@ -212,7 +212,7 @@ def _describe(exc: BaseException) -> str:
 class PairView:
     """Plots and panels of one pair. Only the kernel's loop touches it."""
 
-    TABLE_ROWS = 15
+    TABLE_ROWS = 10
 
     def __init__(self, spec: PairSpec, *, analytics_factory: Callable | None = None):
         self.spec = spec
@@ -220,14 +220,15 @@ class PairView:
         self.plots = PairPlots(spec)
         self.title = W.HTML(f"<h4 style='margin:4px 0'>{html.escape(spec.label)} &middot; "
                             f"{html.escape(spec.timeframe)} bars</h4>")
-        self.readiness = W.HTML()
-        self.stats = W.HTML()
-        self.alert_log = W.HTML()
+        self.readiness = W.HTML(layout=W.Layout(height="22px", overflow="hidden"))
+        self.stats = W.HTML(layout=W.Layout(width="430px", height="360px", overflow="auto"))
+        self.alert_log = W.HTML(layout=W.Layout(width="520px", height="360px", overflow="auto"))
         self.adf = W.HTML()
-        self.table = W.HTML()
+        self.table = W.HTML(layout=W.Layout(height="300px", overflow="auto"))
         self.stat_values: dict[str, float] = {}
         self._tests_at = -math.inf
         self._panels_at = -math.inf
+        self._table_at = -math.inf
         self._last_committed = -1
         self.widget = W.VBox([
             self.title, self.readiness, self.plots.model,
@@ -246,28 +247,35 @@ class PairView:
         self.plots.reset(list(pipeline.rows))
         self.refresh_panels(force=True)
 
-    # -- panels (throttled: at most once a second, and only when bars closed) ---------
+    # -- panels --------------------------------------------------------------------
+    # Every widget update re-lays out the notebook and makes BokehJS check its size,
+    # so the panels have fixed sizes and refresh slowly: stats and alerts at most
+    # every STATS_EVERY_S, the table every TABLE_EVERY_S, and only after new bars.
+    STATS_EVERY_S = 2.0
+    TABLE_EVERY_S = 5.0
+    TESTS_EVERY_S = 15.0
+
     def refresh_panels(self, now: float | None = None, force: bool = False,
                        feed: Any = None) -> None:
         now = time.monotonic() if now is None else now
-        committed = self.pipeline.bars_committed
-        if not force and (now - self._panels_at < 1.0):
-            return
-        changed = committed != self._last_committed
-        self._panels_at = now
         lines = self.pipeline.readiness()
         ready = "" if not lines else _note_html(" · ".join(lines))
         if self.readiness.value != ready:
             self.readiness.value = ready
-        if not (changed or force):
+        committed = self.pipeline.bars_committed
+        if not force and (committed == self._last_committed
+                          or now - self._panels_at < self.STATS_EVERY_S):
             return
+        self._panels_at = now
         self._last_committed = committed
-        if now - self._tests_at >= 15.0 or force:
+        if force or now - self._tests_at >= self.TESTS_EVERY_S:
             self._tests_at = now
             self._update_tests()
         self._update_stats()
         self._update_alerts()
-        self._update_table()
+        if force or now - self._table_at >= self.TABLE_EVERY_S:
+            self._table_at = now
+            self._update_table()
 
     def _update_tests(self) -> None:
         """ADF / cointegration p-values for the stats panel (every 15 s)."""
@@ -454,7 +462,7 @@ class LiveMonitor:
         self.b_files = W.Button(description="Analyze files", icon="file",
                                 tooltip="OHLC CSV or Binance data files, one per leg")
         self.message = W.HTML()
-        self.status = W.HTML()
+        self.status = W.HTML(layout=W.Layout(min_height="40px"))
 
         self.b_start.on_click(self._guard(lambda _b: self.start()))
         self.b_stop.on_click(self._guard(lambda _b: self.stop()))
@@ -771,7 +779,7 @@ class LiveMonitor:
 
     def _refresh_status(self, now: float | None = None, force: bool = False) -> None:
         now = time.monotonic() if now is None else now
-        if not force and now - self._status_at < 0.5:
+        if not force and now - self._status_at < 1.0:
             return
         self._status_at = now
         text = self.status_html()

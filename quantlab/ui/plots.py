@@ -83,7 +83,7 @@ class PairPlots:
         label = spec.label
         self.bars = ColumnDataSource(_empty(ROW_COLUMNS), name=f"{label}:bars")
         self.forming = ColumnDataSource(_empty(ROW_COLUMNS), name=f"{label}:forming")
-        self.alerts = ColumnDataSource({"t": [], "zscore": [], "text": []}, name=f"{label}:alerts")
+        self.alerts = ColumnDataSource({"t": [], "t_mid": [], "zscore": [], "text": []}, name=f"{label}:alerts")
         self.sink = PairSink(self.bars, self.forming, self.alerts, max_bars=spec.max_bars)
         self.x_range = DataRange1d(range_padding=0.02)
         self.width = width
@@ -132,23 +132,18 @@ class PairPlots:
                                         "@y_open / @y_high / @y_low / @y_close"),
                                        (s.symbol_x, "@x_close")])
 
-        spread = self._fig("spread and its rolling mean", 170)
-        sl = spread.line("t_mid", "spread", source=b, color=Y_COLOR, legend_label="spread")
-        spread.line("t_mid", "spread_mean", source=b, color="#555", line_dash="dashed",
-                    legend_label="mean")
-        spread.scatter("t_mid", "spread", source=f, color=Y_COLOR, size=5)
-        spread.legend.location = "top_left"
-        spread.legend.background_fill_alpha = 0.5
+        spread = self._fig("spread (blue) and its rolling mean (dashed)", 170)
+        sl = spread.line("t_mid", "spread", source=b, color=Y_COLOR)
+        spread.line("t_mid", "spread_mean", source=b, color="#555", line_dash="dashed")
         self._hover(spread, [sl], [("spread", "@spread"), ("mean", "@spread_mean"),
                                    ("std", "@spread_std")])
 
-        z = self._fig("z-score, entry/exit bands and alerts", 190)
+        z = self._fig("z-score (forming bar: dot), entry (red) / exit (green) bands, "
+                      "alerts (triangles)", 190)
         zl = z.line("t_mid", "zscore", source=b, color="#6a3d9a", line_width=1.5)
         z.scatter("t_mid", "zscore", source=f, color="#6a3d9a", size=6)
-        z.scatter("t", "zscore", source=self.alerts, marker="triangle", size=11,
-                  color="#d62728", legend_label="alert")
-        z.legend.location = "top_left"
-        z.legend.background_fill_alpha = 0.5
+        z.scatter("t_mid", "zscore", source=self.alerts, marker="triangle", size=11,
+                  color="#d62728")
         for key, loc, color, dash in (("entry_hi", s.z_entry, "#d62728", "dashed"),
                                       ("entry_lo", -s.z_entry, "#d62728", "dashed"),
                                       ("exit_hi", s.z_exit, "#2ca02c", "dotted"),
@@ -164,7 +159,6 @@ class PairPlots:
         corr = self._fig("rolling correlation of log returns", 150,
                          y_range=Range1d(-1.05, 1.05))
         cl = corr.line("t_mid", "corr", source=b, color="#17becf", line_width=1.5)
-        corr.scatter("t_mid", "corr", source=f, color="#17becf", size=5)
         self._hover(corr, [cl], [("corr", "@corr{0.000}")])
 
         hedge = self._fig("hedge ratio: static OLS vs rolling OLS vs Kalman", 170)
@@ -191,7 +185,10 @@ class PairPlots:
 
         self.figures = [price, spread, z, corr, hedge, vol]
         for p in self.figures[:-1]:
-            p.xaxis.major_label_text_font_size = "0px"  # one time axis at the bottom
+            # One time axis, at the bottom. Hidden, not just emptied: BokehJS resolves
+            # CSS colours for every label it paints (getComputedStyle), which in
+            # JupyterLab's large DOM is the main cost of a repaint.
+            p.xaxis.visible = False
         self.layout = column(*self.figures, name=f"{s.label}:layout")
 
     # -- updates (UI pump / user actions only, on the kernel loop) ---------------------
@@ -200,7 +197,7 @@ class PairPlots:
         never in a loop: it resends everything)."""
         self.bars.data = columns_of(rows)
         self.forming.data = _empty(ROW_COLUMNS)
-        self.alerts.data = {"t": [], "zscore": [], "text": []}
+        self.alerts.data = {"t": [], "t_mid": [], "zscore": [], "text": []}
 
     def set_bands(self, z_entry: float, z_exit: float) -> None:
         for key, loc in (("entry_hi", z_entry), ("entry_lo", -z_entry),

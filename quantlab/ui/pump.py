@@ -246,7 +246,7 @@ class PairSink:
 
     ``bars`` receives closed bars (rollover ``max_bars``), ``forming`` the bar
     still forming (rollover 1: it always holds exactly one row), ``alerts``
-    one row per alert event (``t``, ``zscore``, ``text``; rollover
+    one row per alert event (``t``, ``t_mid``, ``zscore``, ``text``; rollover
     ``max_alerts``).
     """
 
@@ -268,13 +268,14 @@ class PairSink:
             batch.add_row(self.forming, update.forming, rollover=1)
         if update.alerts:
             by_t = {r["t"]: r for r in rows}
-            ts, zs, texts = [], [], []
+            ts, mids, zs, texts = [], [], [], []
             for ev in update.alerts:
-                ts.append(float(ev.time_ms))
                 row = by_t.get(float(ev.time_ms))
+                ts.append(float(ev.time_ms))
+                mids.append(row["t_mid"] if row is not None else float(ev.time_ms))
                 zs.append(row["zscore"] if row is not None else math.nan)
                 texts.append(ev.message)
-            batch.add_rows(self.alerts, {"t": ts, "zscore": zs, "text": texts},
+            batch.add_rows(self.alerts, {"t": ts, "t_mid": mids, "zscore": zs, "text": texts},
                            rollover=self.max_alerts)
 
 

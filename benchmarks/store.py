@@ -1,0 +1,135 @@
+"""Benchmark of quantlab.store: write throughput and read speed of a real SQLite file.
+
+Writes ``n_batches`` batches of 15,000 :class:`quantlab.binance.Trade` (USD-M
+``@trade``, ids contiguous, ~60 trades per ms: what the ingester's writer
+thread hands over) into a fresh store in a temp dir, then the same through a
+tick DataFrame, then a batch of pure duplicates. Reports trades/s per batch
+(best and median: this 2-core machine is shared, so the median moves with the
+load average printed alongside) and overall.
+
+Reads: a day of 1 s bars (86,400 bars, from a day of synthetic trades at 2 per
+second) through :meth:`TickStore.bars_1s` and :meth:`TickStore.bars` (1 m), and
+all the ticks written above through :meth:`TickStore.ticks`.
+
+Targets (PASS/FAIL printed, exit 0 either way): writes >= 150,000 trades/s
+(best batch), a day of 1 s bars < 0.5 s.
+
+Run: ``.venv/bin/python benchmarks/store.py [n_batches]``
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from quantlab.binance import Trade
+from quantlab.schema import trades_to_frame
+from quantlab.store import TickStore
+
+BATCH = 15_000
+WRITE_TARGET = 150_000  # trades/s, store alone (the ingester's end-to-end target is 60k/s)
+DAY_BARS_TARGET_S = 0.5
+T0 = 1_723_075_200_000  # 2024-08-08 00:00 UTC
+
+
+def trades(first_id: int, n: int, seed: int, *, per_ms: float = 60.0,
+           symbol: str = "BTCUSDT") -> list[Trade]:
+    rng = np.random.default_rng(seed)
+    ids = np.arange(first_id, first_id + n)
+    t = T0 + (ids / per_ms).astype(np.int64)
+    price = np.round(60_000 + np.cumsum(rng.normal(0, 0.5, n)), 1)
+    qty = np.round(rng.exponential(0.05, n), 3) + 0.001
+    maker = rng.random(n) < 0.5
+    return [Trade("usdm", symbol, "trade", i, p, q, tm, tm + 5, m, tm + 1, "MARKET")
+            for i, p, q, tm, m in zip(ids.tolist(), price.tolist(), qty.tolist(), t.tolist(),
+                                      maker.tolist())]
+
+
+def timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def report(label: str, walls: list[float], cpus: list[float], n: int) -> float:
+    walls_a = np.asarray(walls)
+    best = n / walls_a.min()
+    print(f"{label:34s} best {best:>9,.0f}/s  median {n / np.median(walls_a):>9,.0f}/s  "
+          f"overall {n * len(walls) / walls_a.sum():>9,.0f}/s  "
+          f"(CPU {n * len(cpus) / sum(cpus):>9,.0f}/s)")
+    return best
+
+
+def main(argv: list[str]) -> int:
+    n_batches = int(argv[1]) if len(argv) > 1 else 40
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.db")
+        batches = [trades(i * BATCH, BATCH, seed=i) for i in range(n_batches)]
+        frames = [trades_to_frame(trades((n_batches + i) * BATCH, BATCH, seed=1000 + i))
+                  for i in range(max(4, n_batches // 4))]
+        with TickStore(path) as st:
+            walls, cpus = [], []
+            for b in batches:
+                res, w, c = timed(lambda: st.write_trades(b))
+                assert res.inserted == BATCH, res
+                walls.append(w)
+                cpus.append(c)
+            best = report(f"write {n_batches} x {BATCH:,} Trade", walls, cpus, BATCH)
+            q = max(1, n_batches // 4)
+            report("  first quarter", walls[:q], cpus[:q], BATCH)
+            report("  last quarter", walls[-q:], cpus[-q:], BATCH)
+            walls, cpus = [], []
+            for f in frames:
+                res, w, c = timed(lambda: st.write_trades(f))
+                assert res.inserted == BATCH, res
+                walls.append(w)
+                cpus.append(c)
+            report(f"write {len(frames)} x {BATCH:,} DataFrame", walls, cpus, BATCH)
+            walls, cpus = [], []
+            for b in batches[:5]:
+                res, w, c = timed(lambda: st.write_trades(b))
+                assert res.duplicates == BATCH, res
+                walls.append(w)
+                cpus.append(c)
+            report("write 5 batches of duplicates", walls, cpus, BATCH)
+            n_ticks = st.count()
+            _, w, _ = timed(lambda: st.ticks("BTCUSDT"))
+            print(f"ticks(): {n_ticks:,} rows in {w:.2f} s ({n_ticks / w:,.0f} rows/s)")
+            mb = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+            print(f"file size {mb / 1e6:.0f} MB ({mb / n_ticks:.0f} B per trade incl. bars)")
+
+            # A day of 1 s bars: 2 trades per second for 24 h.
+            day = trades(0, 2 * 86_400, seed=7, per_ms=0.002, symbol="ETHUSDT")
+            for i in range(0, len(day), BATCH):
+                st.write_trades(day[i:i + BATCH])
+            walls = []
+            for _ in range(5):
+                frame, w, _ = timed(lambda: st.bars_1s("ETHUSDT", start_ms=T0,
+                                                      end_ms=T0 + 86_400_000))
+                walls.append(w)
+            assert len(frame) == 86_400, len(frame)
+            day_s = min(walls)
+            print(f"bars_1s(): a day = {len(frame):,} bars in {day_s * 1000:.0f} ms "
+                  f"(median {np.median(walls) * 1000:.0f} ms)")
+            try:
+                walls = []
+                for _ in range(5):
+                    frame, w, _ = timed(lambda: st.bars("ETHUSDT", "1m", start_ms=T0,
+                                                       end_ms=T0 + 86_400_000))
+                    walls.append(w)
+                print(f"bars('1m'): a day = {len(frame):,} bars in {min(walls) * 1000:.0f} ms")
+            except ImportError:
+                print("bars('1m'): quantlab.bars not available")
+    print(f"{'PASS' if best >= WRITE_TARGET else 'FAIL'}: write >= {WRITE_TARGET:,} trades/s "
+          f"(best batch {best:,.0f}/s)")
+    print(f"{'PASS' if day_s < DAY_BARS_TARGET_S else 'FAIL'}: a day of 1 s bars < "
+          f"{DAY_BARS_TARGET_S} s ({day_s:.3f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
