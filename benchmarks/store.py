@@ -23,11 +23,15 @@ import sys
 import tempfile
 import time
 
+import itertools
+import sqlite3
+
 import numpy as np
+import pandas as pd
 
 from quantlab.binance import Trade
-from quantlab.schema import trades_to_frame
-from quantlab.store import TickStore
+from quantlab.schema import TICK_COLUMNS, trades_to_frame
+from quantlab.store import SQL_TICKS, TickStore
 
 BATCH = 15_000
 WRITE_TARGET = 150_000  # trades/s, store alone (the ingester's end-to-end target is 60k/s)
@@ -63,6 +67,45 @@ def report(label: str, walls: list[float], cpus: list[float], n: int) -> float:
     return best
 
 
+def compare_reads(path: str) -> None:
+    """The same rows read the ways store.py chose between."""
+    con = sqlite3.connect(path)
+    args = ("usdm", "BTCUSDT", "trade", -2 ** 63, 2 ** 63 - 1)
+
+    def fetchall_numpy():
+        cols = list(zip(*con.execute(SQL_TICKS, args).fetchall()))
+        return [np.array(c) for c in cols]
+
+    for label, fn in (("fetchall -> numpy", fetchall_numpy),
+                      ("pd.read_sql", lambda: pd.read_sql(SQL_TICKS, con, params=args))):
+        _, w, _ = timed(fn)
+        print(f"  same rows via {label}: {w:.2f} s")
+    con.close()
+
+
+def compare_inserts(batch: list[Trade], tmp: str) -> None:
+    """Rows per INSERT statement: executemany of 1-row vs 100-row statements."""
+    rows = [tuple(getattr(t, c) for c in TICK_COLUMNS) for t in batch]
+    one = "(" + ", ".join("?" * len(TICK_COLUMNS)) + ")"
+    for k in (1, 100):
+        path = os.path.join(tmp, f"insert{k}.db")
+        TickStore(path).close()  # the store's schema
+        con = sqlite3.connect(path, isolation_level=None)
+        walls = []
+        for rep in range(5):
+            shifted = [(*r[:3], r[3] + rep * len(rows), *r[4:]) for r in rows]
+            flat = list(itertools.chain.from_iterable(shifted))
+            sql = f"INSERT INTO ticks VALUES {', '.join([one] * k)}"
+            w0 = time.perf_counter()
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(sql, zip(*[iter(flat)] * (k * len(TICK_COLUMNS))))
+            con.execute("COMMIT")
+            walls.append(time.perf_counter() - w0)
+        con.close()
+        print(f"  bare INSERT, {k:3d} rows per statement: best "
+              f"{len(rows) / min(walls):>9,.0f} rows/s")
+
+
 def main(argv: list[str]) -> int:
     n_batches = int(argv[1]) if len(argv) > 1 else 40
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -96,9 +139,11 @@ def main(argv: list[str]) -> int:
                 walls.append(w)
                 cpus.append(c)
             report("write 5 batches of duplicates", walls, cpus, BATCH)
+            compare_inserts(batches[0], tmp)
             n_ticks = st.count()
             _, w, _ = timed(lambda: st.ticks("BTCUSDT"))
             print(f"ticks(): {n_ticks:,} rows in {w:.2f} s ({n_ticks / w:,.0f} rows/s)")
+            compare_reads(path)
             mb = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
             print(f"file size {mb / 1e6:.0f} MB ({mb / n_ticks:.0f} B per trade incl. bars)")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,6 +69,47 @@ def _leg_bars_from_loaded(loaded: Any, timeframe: str, start_ms: int | None,
     return bars.resample_trades(loaded.frame, timeframe, start_ms=start_ms, end_ms=end_ms)
 
 
+_DATED_NAME = re.compile(r"(?<!\d)(\d{4})-(\d{2})(?:-(\d{2}))?(?!\d)")
+_DATA_SUFFIXES = (".csv", ".gz", ".zip", ".ndjson", ".jsonl", ".json", ".txt")
+
+
+def prune_dated_files(paths: Sequence[str | Path], start_ms: int | None,
+                      end_ms: int | None) -> list[Path]:
+    """Expand folders and drop data.binance.vision files whose name dates them
+    entirely outside ``[start_ms, end_ms)`` (daily ``...-2023-03-01.csv.gz``,
+    monthly ``...-2023-03.csv.gz``). Undated names are always kept.
+
+    Two years of daily kline files load in seconds; a one-week analysis should
+    not pay for them.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(_DATA_SUFFIXES)))
+        else:
+            out.append(p)
+    if start_ms is None and end_ms is None:
+        return out
+    kept = []
+    for f in out:
+        m = _DATED_NAME.search(f.name)
+        if m is None:
+            kept.append(f)
+            continue
+        year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
+        try:
+            first = pd.Timestamp(year=year, month=month, day=int(day) if day else 1, tz="UTC")
+        except ValueError:
+            kept.append(f)
+            continue
+        last = first + (pd.Timedelta(days=1) if day else pd.DateOffset(months=1))
+        lo, hi = first.value // 1_000_000, last.value // 1_000_000
+        if (end_ms is not None and lo >= end_ms) or (start_ms is not None and hi <= start_ms):
+            continue
+        kept.append(f)
+    return kept
+
+
 def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | None = None,
                    files: Sequence[str | Path] | None = None, market: str | None = None,
                    start: str | int | None = None, end: str | int | None = None,
@@ -114,7 +156,10 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
     else:
         from quantlab import io
 
-        loaded = io.load_files(list(files), market=market)
+        selected = prune_dated_files(files, start_ms, end_ms)
+        if not selected:
+            raise ConfigError("files", [str(f) for f in files], "files covering the --start/--end range")
+        loaded = io.load_files(selected, market=market)
         for s in (y, x):
             if s not in loaded:
                 raise UnknownSymbol(s, sorted(loaded))
@@ -271,10 +316,11 @@ def backtest_cli(args: Any) -> int:
     for path in (args.trades, args.equity):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     trades = bt.trades
-    trades.to_csv(args.trades, index=False)
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    trades.to_csv(args.trades, index=False, date_format=iso)
     equity = bt.equity.copy()
     equity.index.name = "time"
-    equity.to_csv(args.equity)
+    equity.to_csv(args.equity, date_format=iso)
     summary = bt.summary()
     write_json(args.summary, {**summary, "metadata": _metadata(args, aligned, "backtest")})
     print(f"{summary['n_trades']} trades, total_pnl={summary['total_pnl']:.6g}, "

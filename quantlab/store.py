@@ -201,9 +201,10 @@ _KINDS = ("trade", "aggTrade")
 _MAX_TIME_MS = 10 ** 13
 
 # Rows per INSERT statement. One multi-row VALUES statement per 100 trades
-# halves the per-row cost of sqlite3's executemany (parameter binding and
-# statement stepping dominate; benchmarks/store.py). 100 rows x 12 columns
-# stays far below SQLite's 32,766 host-parameter limit.
+# makes sqlite3's executemany ~1.5-2x faster than one statement per row (the
+# per-statement reset/bind/step overhead is paid 100x less often;
+# benchmarks/store.py prints both). 100 rows x 12 columns stays far below
+# SQLite's 32,766 host-parameter limit.
 _ROWS_PER_INSERT = 100
 # Ids of a batch are checked against the store with one range scan when they
 # are dense (the usual live and backfill case), else with IN lists of this size.
@@ -357,9 +358,9 @@ WHERE market = ? AND symbol = ? AND kind = ? AND open_ms < ?
 ORDER BY open_ms DESC LIMIT 1
 """
 # Rows of SQL_TICKS and SQL_BARS_1S, read by np.fromiter straight from the
-# cursor: no list of row tuples and no transposition, ~2-3x faster than
-# fetchall() into numpy or pd.read_sql (benchmarks/store.py). NULLs come as
-# flag + value pairs because a numeric field cannot hold None.
+# cursor: no list of row tuples and no transposition, faster than fetchall()
+# into numpy or pd.read_sql (benchmarks/store.py prints all three). NULLs come
+# as flag + value pairs because a numeric field cannot hold None.
 _TICK_ROW = np.dtype([
     ("trade_id", np.int64), ("time_ms", np.int64), ("recv_ms", np.int64), ("price", np.float64),
     ("qty", np.float64), ("is_buyer_maker", bool), ("trade_type", object),
@@ -546,7 +547,7 @@ def _batch_from_trades(trades: Sequence) -> _Batch:
     n = len(trades)
     try:
         # One C-level pass per attribute (operator.attrgetter + fromiter) is
-        # ~3x faster than transposing row tuples (benchmarks/store.py).
+        # faster than building row tuples and transposing them (zip(*rows)).
         def obj(name: str) -> list:
             return list(map(operator.attrgetter(name), trades))
 

@@ -70,6 +70,15 @@ def _recentre2(ba: list, bb: list) -> tuple:
     return len(ba) - k, ra, rb, sa, sb, saa, sbb, sab
 
 
+def _lag_products(vals: list, r: float) -> float:
+    """Sum of (a - r)(b - r) over consecutive finite pairs of ``vals``."""
+    out = 0.0
+    for a, b in zip(vals, vals[1:]):
+        if a == a and b == b:
+            out += (a - r) * (b - r)
+    return out
+
+
 def _ordered(buf: list, i: int) -> list:
     """Ring buffer contents oldest first (``i`` = next write position)."""
     return buf[i:] + buf[:i]
@@ -260,19 +269,15 @@ class LivePairState:
         hbad = W
         hrx = hry = hsx = hsy = hsxx = hsxy = 0.0
         hsince = 0
-        # spread window (z-score)
+        # spread window (z-score and half-life): ring of the last Z spreads, centred
+        # sums, and zp = sum of lag-1 products u_j u_{j+1} over the Z pairs ending
+        # in the window (zgone = the spread that left the ring last)
         zb = [nan] * Z
         zi = 0
         zbad = Z
-        zr = zs = zss = 0.0
+        zr = zs = zss = zp = 0.0
+        zgone = nan
         zsince = 0
-        # (s_{t-1}, delta s_t) window (half-life)
-        lb = [nan] * Z
-        db = [nan] * Z
-        li = 0
-        lbad = Z
-        lrl = lrd = lsl = lsd = lsll = lsld = 0.0
-        lsince = 0
         # correlation window
         ca = [nan] * C
         cb = [nan] * C
@@ -297,8 +302,7 @@ class LivePairState:
 
         def step(t, y, x, commit):
             nonlocal hi, hbad, hrx, hry, hsx, hsy, hsxx, hsxy, hsince
-            nonlocal zi, zbad, zr, zs, zss, zsince
-            nonlocal li, lbad, lrl, lrd, lsl, lsd, lsll, lsld, lsince
+            nonlocal zi, zbad, zr, zs, zss, zp, zgone, zsince
             nonlocal ci, cbad, cra, crb, csa, csb, csaa, csbb, csab, csince
             nonlocal prev_s, py, px, en, emx, emy, ecxx, ecxy, ra_, rb_
             nonlocal kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kvw, kve, nbar
@@ -470,32 +474,43 @@ class LivePairState:
                         if commit:
                             kp00 = r00
                             kp11 = r11
-            # ---- z-score --------------------------------------------------------------
-            if mode == 3:
-                if q == q:
-                    mean = 0.0
-                    std = sqrt(q)
-                    z = spread / std
-                else:
-                    mean = std = z = nan
+            # ---- z-score and half-life (one ring) ---------------------------------------
+            # Before the update the ring holds s_{t-Z}..s_{t-1}: exactly the lags of
+            # the half-life regression  ds_i = a + b s_{i-1}, i = t-Z+1..t.
+            oz = zb[zi]
+            s1 = zs
+            s2 = zss
+            bad = zbad
+            sok = spread == spread
+            # half-life first (uses the sums before the update)
+            pnew = zp
+            if oz == oz and zgone == zgone:
+                pnew -= (zgone - zr) * (oz - zr)
+            if sok and prev_s == prev_s:
+                pnew += (prev_s - zr) * (spread - zr)
+            if bad or not sok:
+                hl = nan
             else:
-                oz = zb[zi]
-                s1 = zs
-                s2 = zss
-                bad = zbad
-                sok = spread == spread
-                if sok:
-                    d = spread - zr
-                    s1 += d
-                    s2 += d * d
+                ml = zr + s1 / Z
+                m2 = s2 - s1 * s1 / Z
+                if m2 <= TINY * Z * ml * ml or m2 <= 0.0:
+                    hl = nan
                 else:
-                    bad += 1
-                if oz == oz:
-                    d = oz - zr
-                    s1 -= d
-                    s2 -= d * d
-                else:
-                    bad -= 1
+                    phi = abs(1.0 + (pnew - s2 - s1 * (spread - oz) / Z) / m2)
+                    hl = inf if phi >= 1.0 else 0.0 if phi == 0.0 else -LN2 / log(phi)
+            if sok:
+                d = spread - zr
+                s1 += d
+                s2 += d * d
+            else:
+                bad += 1
+            if oz == oz:
+                d = oz - zr
+                s1 -= d
+                s2 -= d * d
+            else:
+                bad -= 1
+            if mode != 3:
                 if bad:
                     mean = std = z = nan
                 else:
@@ -507,67 +522,23 @@ class LivePairState:
                     else:
                         std = sqrt(var)
                         z = (spread - mean) / std
-                if commit:
-                    zb[zi] = spread if sok else nan
-                    zi += 1
-                    if zi == Z:
-                        zi = 0
-                    zs, zss, zbad = s1, s2, bad
-                    zsince += 1
-                    if zsince >= z_every:
-                        zbad, zr, zs, zss = _recentre1(zb)
-                        zsince = 0
-            # ---- half-life: delta s_t on s_{t-1} over Z pairs ---------------------------
-            dsp = spread - prev_s
-            pok = dsp == dsp
-            ol = lb[li]
-            a1 = lsl
-            a2 = lsd
-            a11 = lsll
-            a12 = lsld
-            bad = lbad
-            if pok:
-                u = prev_s - lrl
-                v = dsp - lrd
-                a1 += u
-                a2 += v
-                a11 += u * u
-                a12 += u * v
+            elif q == q:
+                mean = 0.0
+                std = sqrt(q)
+                z = spread / std
             else:
-                bad += 1
-            if ol == ol:
-                u = ol - lrl
-                v = db[li] - lrd
-                a1 -= u
-                a2 -= v
-                a11 -= u * u
-                a12 -= u * v
-            else:
-                bad -= 1
-            if bad:
-                hl = nan
-            else:
-                ml = lrl + a1 / Z
-                m2 = a11 - a1 * a1 / Z
-                if m2 <= TINY * Z * ml * ml or m2 <= 0.0:
-                    hl = nan
-                else:
-                    phi = abs(1.0 + (a12 - a1 * a2 / Z) / m2)
-                    hl = inf if phi >= 1.0 else 0.0 if phi == 0.0 else -LN2 / log(phi)
+                mean = std = z = nan
             if commit:
-                if pok:
-                    lb[li] = prev_s
-                    db[li] = dsp
-                else:
-                    lb[li] = db[li] = nan
-                li += 1
-                if li == Z:
-                    li = 0
-                lsl, lsd, lsll, lsld, lbad = a1, a2, a11, a12, bad
-                lsince += 1
-                if lsince >= z_every:
-                    lbad, lrl, lrd, lsl, lsd, lsll, _, lsld = _recentre2(lb, db)
-                    lsince = 0
+                zb[zi] = spread if sok else nan
+                zi += 1
+                if zi == Z:
+                    zi = 0
+                zs, zss, zp, zbad, zgone = s1, s2, pnew, bad, oz
+                zsince += 1
+                if zsince >= z_every:
+                    zbad, zr, zs, zss = _recentre1(zb)
+                    zp = _lag_products([zgone] + _ordered(zb, zi), zr)
+                    zsince = 0
             # ---- correlation ----------------------------------------------------------
             if returns:
                 ra = log(y / py) if (y > 0.0 and py > 0.0) else nan
