@@ -134,8 +134,11 @@ def run_ingester(n_trades: int, workdir: Path) -> dict:
         stored = 0
         deadline = time.monotonic() + 120
         expected = None
+        max_queue = 0
         while time.monotonic() < deadline:
-            stored = ing.stats.trades_stored
+            st = ing.stats
+            stored = st.trades_stored
+            max_queue = max(max_queue, st.queue_depth)
             now = time.perf_counter()
             if stored and first is None:
                 first = now
@@ -164,7 +167,8 @@ def run_ingester(n_trades: int, workdir: Path) -> dict:
     return {"stored": stats.trades_stored, "produced": total, "lost": lost, "dup": dup,
             "seconds": (last - first) if (first and last) else float("nan"),
             "rate": (stats.trades_stored / (last - first)) if (first and last and last > first) else 0.0,
-            "cpu_per_100k": cpu / max(1, stats.trades_stored) * 100_000, "stats": stats}
+            "cpu_per_100k": cpu / max(1, stats.trades_stored) * 100_000, "stats": stats,
+            "max_queue": max_queue}
 
 
 # --- the baseline ------------------------------------------------------------------
@@ -252,7 +256,8 @@ def main(argv: list[str]) -> int:
         print(f"ingester : {r['rate']:10,.0f} trades/s end to end ({r['stored']:,} stored in "
               f"{r['seconds']:.2f} s), {r['cpu_per_100k']:.2f} CPU-s per 100k trades")
         print(f"           produced {r['produced']:,}, lost {r['lost']}, stored twice {r['dup']}, "
-              f"dropped {r['stats'].dropped}, gaps {r['stats'].gaps_found}")
+              f"dropped {r['stats'].dropped}, gaps {r['stats'].gaps_found}, "
+              f"writer queue peak {r['max_queue']:,}")
         base_default = run_baseline(args.baseline_s, work, wal=False)
         base_wal = run_baseline(args.baseline_s, work, wal=True)
         base = max(base_default, base_wal)

@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline tour: replay server + ingest into data/demo.db")
     p.add_argument("--db", default="data/demo.db")
-    p.add_argument("--rate", type=_positive_float, default=50.0)
-    p.add_argument("--duration", type=_positive_float, default=None)
+    p.add_argument("--rate", type=_positive_float, default=50.0, help="synthetic trades per second")
+    p.add_argument("--duration", type=_positive_float, default=None, help="seconds (default: until Ctrl-C)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

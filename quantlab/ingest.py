@@ -538,6 +538,7 @@ class IngestStats:
         inside multi-fill aggregates); recorded in the gaps table.
     holes : USD-M raw ids proven to be non-market prints (legitimate holes).
     dropped : trades refused by a full writer queue (then backfilled).
+    rejected : trades the store refused as invalid (not stored; see the status error).
     garbage : frames that were neither trades nor control messages.
     queue_depth : trades waiting for the writer now.
     last_trade_age_s : now minus exchange time of the newest stored live
@@ -559,6 +560,7 @@ class IngestStats:
     unfillable: int = 0
     holes: int = 0
     dropped: int = 0
+    rejected: int = 0
     garbage: int = 0
     queue_depth: int = 0
     last_trade_age_s: float = math.nan
@@ -927,6 +929,7 @@ class _Command:
 _MISSING = object()
 _IDLE_POLL_S = 0.01  # writer poll period when idle: bounds the added latency to 10 ms
 _TICK_S = 0.1  # supervisor period: watchdog, rotation, handover checks
+_YIELD_S = 0.001  # reader pause while the writer is behind (see _reader)
 _RATE_WINDOW_S = 5.0
 
 _live_ingesters: "weakref.WeakSet[Ingester]" = weakref.WeakSet()
@@ -981,6 +984,11 @@ class Ingester:
         self._rng = random.Random()
 
         self._thread: threading.Thread | None = None
+        # Set when the ingester thread has finished (everything flushed). Waited
+        # on instead of Thread.join: on Python 3.11 a join interrupted by a
+        # signal handler's exception (Ctrl-C) marks the thread stopped while it
+        # still runs (bpo-45274), so a later join would return too early.
+        self._done = threading.Event()
         self._writer_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -1010,6 +1018,7 @@ class Ingester:
         self._bg_tasks: set[asyncio.Task] = set()
         self._gap_queue: collections.deque[_Gap] = collections.deque()
         self._gap_wake: asyncio.Event | None = None
+        self._kick: asyncio.Event | None = None
         self._pending_gaps = 0
         self._bucket: TokenBucket | None = None
         self._resume: list[_Gap] = []
@@ -1024,6 +1033,7 @@ class Ingester:
         self._n_unfillable = 0
         self._n_holes = 0
         self._n_dropped = 0
+        self._n_rejected = 0
         self._n_garbage = 0
         self._n_gaps = 0
         self._n_reconnects = 0
@@ -1053,7 +1063,7 @@ class Ingester:
         if not self._ready.wait(timeout):
             raise IngestStopTimeout(timeout, 0)
         if self._init_error is not None:
-            self._thread.join(timeout)
+            self._done.wait(timeout)
             raise self._init_error
         _live_ingesters.add(self)
         if not _atexit_registered:  # flush on a normal interpreter exit without stop()
@@ -1082,8 +1092,7 @@ class Ingester:
                 loop.call_soon_threadsafe(ev.set)
             except RuntimeError:  # loop already finished
                 pass
-        thread.join(timeout)
-        if thread.is_alive():
+        if not self._done.wait(timeout):
             raise IngestStopTimeout(timeout or 0.0, len(self._live))
         _live_ingesters.discard(self)
         return self.stats
@@ -1097,7 +1106,14 @@ class Ingester:
     @property
     def running(self) -> bool:
         """True while the ingester thread runs."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the ingester has stopped (after :meth:`stop`, or by itself
+        on a fatal error) or ``timeout`` seconds pass; True once stopped."""
+        if self._thread is None:
+            return True
+        return self._done.wait(timeout)
 
     @property
     def status(self) -> IngestStatus:
@@ -1132,6 +1148,7 @@ class Ingester:
             unfillable=self._n_unfillable,
             holes=self._n_holes,
             dropped=self._n_dropped,
+            rejected=self._n_rejected,
             garbage=self._n_garbage,
             queue_depth=len(self._live),
             last_trade_age_s=(_now_ms() - last_ms) / 1000.0 if last_ms else math.nan,
@@ -1209,26 +1226,37 @@ class Ingester:
         return TickStore(self.settings.db_path)
 
     def _thread_main(self) -> None:
+        writer_done = threading.Event()
         writer_ready = threading.Event()
-        self._writer_thread = threading.Thread(target=self._writer_main, args=(writer_ready,),
-                                               name="quantlab-ingest-writer", daemon=True)
+
+        def writer() -> None:
+            try:
+                self._writer_main(writer_ready)
+            finally:
+                writer_done.set()
+
+        self._writer_thread = threading.Thread(target=writer, name="quantlab-ingest-writer",
+                                               daemon=True)
         self._writer_thread.start()
         writer_ready.wait()
-        if self._init_error is not None:
-            self._set_state("stopped", f"cannot open store {self.settings.db_path}: "
-                                       f"{self._init_error}", fatal=True)
-            self._ready.set()
-            return
-        self._ready.set()
         try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # a bug: report it in status rather than vanish
-            logger.exception("ingester loop crashed")
-            self._set_state("stopped", f"internal error: {exc!r}", fatal=True)
+            if self._init_error is not None:
+                self._set_state("stopped", f"cannot open store {self.settings.db_path}: "
+                                           f"{self._init_error}", fatal=True)
+                return
+            self._ready.set()
+            try:
+                asyncio.run(self._main())
+            except BaseException as exc:  # a bug: report it in status rather than vanish
+                logger.exception("ingester loop crashed")
+                self._set_state("stopped", f"internal error: {exc!r}", fatal=True)
+            finally:
+                self._writer_exit = True
+                writer_done.wait()
+                self._set_state("stopped", None)
         finally:
-            self._writer_exit = True
-            self._writer_thread.join()
-            self._set_state("stopped", None)
+            self._ready.set()
+            self._done.set()
 
     # ------------------------------------------------------------------ writer
     def _writer_main(self, ready: threading.Event) -> None:
@@ -1240,33 +1268,20 @@ class Ingester:
             ready.set()
             return
         ready.set()
-        s = self.settings
-        dq, cmds = self._live, self._cmds
-        popleft = dq.popleft
-        batch_max, delay = s.batch_max_trades, s.batch_max_delay_s
+        cmds = self._cmds
         pending: list = []
         first_at = 0.0
         try:
             while True:
-                while cmds:
-                    self._run_command(store, cmds.popleft())
-                n = len(dq)
-                if n:
-                    take = min(n, batch_max - len(pending))
-                    if not pending:
-                        first_at = time.monotonic()
-                    pending += [popleft() for _ in range(take)]
-                exiting = self._writer_exit
-                if pending and (len(pending) >= batch_max or exiting
-                                or time.monotonic() - first_at >= delay):
-                    self._write_items(store, pending)
-                    pending = []
+                try:
+                    pending, first_at, done = self._writer_step(store, pending, first_at)
+                except Exception as exc:  # a bug: report it, keep the batch, keep going
+                    logger.exception("writer step failed")
+                    self._set_error(f"writer error: {exc!r}")
+                    time.sleep(0.1)
                     continue
-                if exiting and not dq and not cmds:
+                if done:
                     break
-                if not dq or pending:
-                    time.sleep(_IDLE_POLL_S if not pending else
-                               min(_IDLE_POLL_S, max(0.0, first_at + delay - time.monotonic())))
         finally:
             # Commands still queued at exit (e.g. a backfill page) are answered
             # with an error, so no coroutine waits forever.
@@ -1277,6 +1292,34 @@ class Ingester:
                 store.close()
             except Exception:
                 logger.exception("closing the store failed")
+
+    def _writer_step(self, store: Any, pending: list, first_at: float) -> tuple[list, float, bool]:
+        """One pass of the writer: run commands, top up the batch, write it when
+        full or ``batch_max_delay_s`` old, else nap. Returns the new batch state
+        and whether the writer is done (stopping and everything written)."""
+        s = self.settings
+        dq, cmds = self._live, self._cmds
+        popleft = dq.popleft
+        batch_max, delay = s.batch_max_trades, s.batch_max_delay_s
+        while cmds:
+            self._run_command(store, cmds.popleft())
+        n = len(dq)
+        if n:
+            take = min(n, batch_max - len(pending))
+            if not pending:
+                first_at = time.monotonic()
+            pending += [popleft() for _ in range(take)]
+        exiting = self._writer_exit
+        if pending and (len(pending) >= batch_max or exiting
+                        or time.monotonic() - first_at >= delay):
+            self._write_items(store, pending)
+            return [], 0.0, False
+        if exiting and not dq and not cmds:
+            return pending, first_at, True
+        if not dq or pending:
+            time.sleep(_IDLE_POLL_S if not pending else
+                       min(_IDLE_POLL_S, max(0.0, first_at + delay - time.monotonic())))
+        return pending, first_at, False
 
     def _init_from_store(self, store: Any) -> None:
         """Seed the last id per symbol and the open gaps to resume (writer thread)."""
@@ -1335,23 +1378,42 @@ class Ingester:
             self._write_trades(store, run, live=True)
 
     def _write_trades(self, store: Any, trades: list[Trade], *, live: bool) -> Any:
+        """Store ``trades`` in one transaction (writer thread); never raises.
+
+        A store error (disk full, lock held beyond the busy timeout) keeps the
+        batch and retries with a growing pause, reported in the status: the
+        queue bound turns a long outage into counted drops and gaps, never into
+        silent loss or unbounded memory. A batch the store refuses as invalid
+        (:class:`~quantlab.errors.ConfigError`) is retried trade by trade and
+        the invalid ones are counted in ``stats.rejected``.
+        """
         attempt = 0
         while True:
             try:
                 result = store.write_trades(trades)
                 break
+            except ConfigError as exc:
+                if len(trades) == 1:
+                    self._n_rejected += 1
+                    self._set_error(f"store refused a trade: {exc}: {trades[0]}")
+                    return None
+                for t in trades:
+                    self._write_trades(store, [t], live=live)
+                return None
             except Exception as exc:
-                # Disk full, database locked beyond the busy timeout ...: keep the
-                # batch and retry; the queue bound turns a long outage into
-                # counted drops and gaps, never into silent loss or OOM.
                 attempt += 1
                 text = f"cannot write to {self.settings.db_path}: {exc}; retrying"
                 if self._write_error != text:
                     self._write_error = text
                     self._set_error(text)
                 if self._writer_exit and attempt >= 5:
-                    logger.error("giving up on %d trades at stop: %s", len(trades), exc)
-                    raise
+                    # Stopping and the store still fails: these ids stay
+                    # missing; the next start sees them as a gap after the
+                    # last stored id and backfills them.
+                    self._n_dropped += len(trades)
+                    self._set_error(f"{len(trades)} trades not stored at stop: {exc}; the next "
+                                    "start backfills them")
+                    return None
                 time.sleep(min(2.0, 0.05 * 2 ** attempt))
         self._write_error = None
         inserted = int(getattr(result, "inserted", len(trades)))
@@ -1422,6 +1484,7 @@ class Ingester:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._gap_wake = asyncio.Event()
+        self._kick = asyncio.Event()
         self._bucket = TokenBucket.for_market(self._market, self.settings.rest_weight_share,
                                               time.monotonic())
         if self._stopping:
@@ -1559,12 +1622,17 @@ class Ingester:
         progress: dict[str, tuple[int | None, float]] = {
             sym: (c.start_ids.get(sym), c.opened) for sym in s.symbols}
         stop_wait = asyncio.create_task(self._stop_event.wait())
+        assert self._kick is not None
+        kick_wait = asyncio.create_task(self._kick.wait())
         try:
             while True:
-                waits = {stop_wait, c.task}
+                waits = {stop_wait, c.task, kick_wait}
                 if sec is not None:
                     waits.add(sec.task)
                 await asyncio.wait(waits, timeout=_TICK_S, return_when=asyncio.FIRST_COMPLETED)
+                if kick_wait.done():  # serverShutdown: act now, not at the next tick
+                    self._kick.clear()
+                    kick_wait = asyncio.create_task(self._kick.wait())
                 if self._stopping:
                     self._close_later(c)
                     if sec is not None:
@@ -1645,6 +1713,7 @@ class Ingester:
                     sec = self._open_secondary()
         finally:
             stop_wait.cancel()
+            kick_wait.cancel()
 
     def _open_secondary(self) -> _Conn:
         sec = self._new_conn(primary=False)
@@ -1697,10 +1766,12 @@ class Ingester:
     def _on_other(self, c: _Conn, msg: Any) -> None:
         cls = msg.__class__
         if cls is ServerShutdown:
-            # "open a new connection at once" (BINANCE.md "Messages"): the
-            # supervisor opens it on its next tick (<= 0.1 s) and hands over.
+            # "open a new connection at once" (BINANCE.md "Messages"): wake the
+            # supervisor, which opens it and hands over without a gap.
             if c.primary:
                 c.shutdown_notice = True
+                if self._kick is not None:
+                    self._kick.set()
                 self._set_error(f"server shutdown notice on connection #{c.serial}; "
                                 "opening a new connection")
         elif cls is NotTrade:
@@ -1729,6 +1800,9 @@ class Ingester:
         qmax = self.settings.queue_max
         fast = fast_parse_trade
         time_ns = time.time_ns
+        sleep = asyncio.sleep
+        drop_open = self._drop_open
+        yield_at = min(qmax // 2, 2 * self.settings.batch_max_trades)
         announced = False
         while True:
             raw = await recv(False)  # bytes: orjson parses them without a UTF-8 decode
@@ -1766,10 +1840,18 @@ class Ingester:
                     self._open_gap(sym, lid + 1, tid - 1, last.time_ms, msg.time_ms,
                                    "reconnect" if lid == c.start_ids.get(sym) else "id_jump")
             hwm[sym] = msg
-            if len(dq) < qmax:
-                if sym in self._drop_open:
+            depth = len(dq)
+            if depth < qmax:
+                if sym in drop_open:
                     self._close_drop_range(sym, msg.time_ms)
                 append(msg)
+                if depth > yield_at:
+                    # The writer is behind. It needs the GIL back after every
+                    # SQLite step, and a busy thread holding it lets it wait a
+                    # whole switch interval (5 ms) each time: pause reading for
+                    # a moment instead (the loop keeps answering pings; frames
+                    # wait in the socket).
+                    await sleep(_YIELD_S)
             else:
                 self._drop(msg, last)
 
@@ -1914,7 +1996,7 @@ class Ingester:
         if not trades:
             return 0
         result = await self._writer_call(lambda st: self._write_trades(st, trades, live=False))
-        inserted = int(getattr(result, "inserted", len(trades)))
+        inserted = int(getattr(result, "inserted", 0))
         self._n_backfilled += inserted
         return inserted
 
@@ -2143,7 +2225,7 @@ def run_for(settings: IngestSettings, duration_s: float | None = None, *,
                 _print_status(ing, out)
                 next_line += status_every_s
             ends = [next_line] + ([t0 + duration_s] if duration_s is not None else [])
-            ing._thread.join(max(0.01, min(ends) - time.monotonic()))  # type: ignore[union-attr]
+            ing.wait(max(0.01, min(ends) - time.monotonic()))
     finally:
         stats = ing.stop(timeout=60.0)
         _print_status(ing, out, final=True)

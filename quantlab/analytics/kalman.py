@@ -33,10 +33,11 @@ updated :math:`\theta_{t|t}` instead makes the "spread" collapse towards zero
 
 Initialisation is exact-diffuse: the state is unknown until two valid bars
 with different :math:`x` have been seen (bars :math:`i < j`); it is then the
-line through them with covariance :math:`V_e (F^\top F)^{-1}`, :math:`F` the two
-rows :math:`(1, x_i), (1, x_j)`, and filtering proceeds from bar :math:`j+1`.
-This uses no outside information (no prior guess of :math:`\alpha, \beta`),
-and every covariance is proportional to :math:`V_e`, which is what lets the
+line through them with covariance :math:`F^{-1} \Sigma F^{-\top}`, :math:`F` the
+two rows :math:`(1, x_i), (1, x_j)`, and filtering proceeds from bar :math:`j+1`
+(with the state noise of the transitions between them added to the first,
+:func:`diffuse_start`). This uses no outside information (no prior guess of
+:math:`\alpha, \beta`), and every covariance is proportional to :math:`V_e`, which is what lets the
 likelihood be concentrated (:func:`estimate_params`). The innovations of bars
 :math:`\le j` are not defined (NaN) and are not in the likelihood. A bar with
 a NaN price is skipped (prior carried, covariance grown by :math:`V_w`) and its
@@ -115,16 +116,27 @@ class KalmanResult(Result):
         return out
 
 
-def diffuse_start(y0: float, x0: float, y1: float, x1: float, ve: float
-                  ) -> tuple[float, float, float, float, float]:
-    """``(alpha, beta, p00, p01, p11)`` after the exact-diffuse start on two bars
-    with ``x0 != x1``: the line through both points, covariance
-    :math:`V_e (F^\top F)^{-1}`."""
+def diffuse_start(y0: float, x0: float, y1: float, x1: float, ve: float, vw: float,
+                  steps: int) -> tuple[float, float, float, float, float]:
+    r"""``(alpha, beta, p00, p01, p11)`` after the exact-diffuse start on two bars
+    ``steps`` bars apart with ``x0 != x1``.
+
+    With a flat prior the two observations determine :math:`\theta` at the
+    second bar exactly: the line through both points. Written at that bar, the
+    first observation carries the state noise of the ``steps`` transitions in
+    between, :math:`y_0 = F_0\theta_1 - F_0 \sum w + v_0`, so
+    :math:`P = F^{-1}\,\mathrm{diag}(V_e + k V_w (1 + x_0^2),\ V_e)\,F^{-\top}`.
+    Every term is proportional to :math:`V_e` for a fixed ratio
+    :math:`V_w/V_e` (what the concentrated likelihood needs).
+    """
     dx = x1 - x0
     beta = (y1 - y0) / dx
     alpha = y0 - beta * x0
+    s0 = ve + steps * vw * (1.0 + x0 * x0)
+    s1 = ve
     det = dx * dx
-    return (alpha, beta, ve * (x0 * x0 + x1 * x1) / det, -ve * (x0 + x1) / det, 2.0 * ve / det)
+    return (alpha, beta, (x1 * x1 * s0 + x0 * x0 * s1) / det, -(x1 * s0 + x0 * s1) / det,
+            (s0 + s1) / det)
 
 
 def _run(y: np.ndarray, x: np.ndarray, vw: float, ve: float, *, store: bool):
@@ -141,16 +153,19 @@ def _run(y: np.ndarray, x: np.ndarray, vw: float, ve: float, *, store: bool):
     p00 = p01 = p11 = nan
     ready = False
     fy = fx = nan                                    # first valid bar, until the start
+    gap = 0                                          # transitions since that bar
     s_log = s_e2q = 0.0
     nll = 0
     A, B, E, Q = [], [], [], []
     for yt, xt in zip(y.tolist(), x.tolist()):
         if not ready:
+            if fx == fx:
+                gap += 1
             if yt == yt and xt == xt:
                 if fx != fx:
-                    fy, fx = yt, xt
+                    fy, fx, gap = yt, xt, 0
                 elif xt != fx:
-                    a, b, p00, p01, p11 = diffuse_start(fy, fx, yt, xt, ve)
+                    a, b, p00, p01, p11 = diffuse_start(fy, fx, yt, xt, ve, vw, gap)
                     ready = True
             if store:
                 A.append(a)
@@ -188,7 +203,7 @@ def _run(y: np.ndarray, x: np.ndarray, vw: float, ve: float, *, store: bool):
             B.append(b)
             E.append(e)
             Q.append(q)
-    return (a, b, p00, p01, p11, ready, fy, fx), (s_log + s_e2q, nll, s_e2q), (A, B, E, Q)
+    return (a, b, p00, p01, p11, ready, fy, fx, gap), (s_log + s_e2q, nll, s_e2q), (A, B, E, Q)
 
 
 def _neg_loglik(y, x, vw, ve) -> tuple[float, int, float, float]:

@@ -15,7 +15,8 @@ those additions accumulate, and prices of order :math:`10^4`-:math:`10^5`
 squared leave little precision for a window variance of a few units. So every
 ``recompute_every`` bars (default: the window length, amortised O(1)) the sums
 are recomputed exactly from the ring buffer around a new reference, the
-buffer's mean: the error never builds up over more than one window, and the
+buffer's mean (also right after the first finite value, so that the very first
+window is already centred): the error never builds up over more than one window, and the
 centred values stay as small as the price range of about two windows. The
 expanding OLS uses Welford's update (no buffer needed). The Kalman filter is
 the same arithmetic as the batch loop.
@@ -132,8 +133,8 @@ class LivePairState:
     >>> st = LivePairState(window=3, hedge="rolling-ols", health_window=None)
     >>> for t, (y, x) in enumerate([(2.0, 1.0), (4.1, 2.0), (5.9, 3.0), (8.2, 4.0)]):
     ...     out = st.update(t, y, x)
-    >>> round(out["beta"], 3), round(st.peek(10.0, 5.0)["beta"], 3)
-    (2.15, 2.05)
+    >>> round(out["beta"], 3), round(st.peek(11.0, 5.0)["beta"], 3), st.n_bars
+    (2.05, 2.55, 4)
     """
 
     def __init__(self, window: int = 60, hedge: str = "rolling-ols", *,
@@ -268,7 +269,7 @@ class LivePairState:
         hi = 0
         hbad = W
         hrx = hry = hsx = hsy = hsxx = hsxy = 0.0
-        hsince = 0
+        hsince = h_every - 1      # first recompute right after the first bar: sets the reference
         # spread window (z-score and half-life): ring of the last Z spreads, centred
         # sums, and zp = sum of lag-1 products u_j u_{j+1} over the Z pairs ending
         # in the window (zgone = the spread that left the ring last)
@@ -277,14 +278,14 @@ class LivePairState:
         zbad = Z
         zr = zs = zss = zp = 0.0
         zgone = nan
-        zsince = 0
+        zsince = z_every - 1
         # correlation window
         ca = [nan] * C
         cb = [nan] * C
         ci = 0
         cbad = C
         cra = crb = csa = csb = csaa = csbb = csab = 0.0
-        csince = 0
+        csince = c_every - 1
         prev_s = py = px = nan
         # expanding OLS (Welford)
         en = 0
@@ -297,6 +298,7 @@ class LivePairState:
         ka = kb = kp00 = kp01 = kp11 = nan
         kstart = False            # diffuse start done
         kfy = kfx = nan
+        kgap = 0
         kvw = kve = nan
         nbar = 0
 
@@ -305,7 +307,7 @@ class LivePairState:
             nonlocal zi, zbad, zr, zs, zss, zp, zgone, zsince
             nonlocal ci, cbad, cra, crb, csa, csb, csaa, csbb, csab, csince
             nonlocal prev_s, py, px, en, emx, emy, ecxx, ecxy, ra_, rb_
-            nonlocal kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kvw, kve, nbar
+            nonlocal kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap, kvw, kve, nbar
             if log_prices:
                 ys = log(y) if y > 0.0 else nan
                 xs = log(x) if x > 0.0 else nan
@@ -392,7 +394,7 @@ class LivePairState:
                     hsince += 1
                     if hsince >= h_every:
                         hbad, hrx, hry, hsx, hsy, hsxx, _, hsxy = _recentre2(hx, hy)
-                        hsince = 0
+                        hsince = 0 if hbad < W else h_every - 1     # empty: retry next bar
                 spread = ys - beta * xs - alpha
             elif mode == 1:
                 if ok:
@@ -431,22 +433,26 @@ class LivePairState:
                         if nbar == kwarm - 1:
                             st, kvw, kve, (alpha, beta, spread, q, kbeta) = \
                                 me._kalman_warmup(kbuf_y, kbuf_x)
-                            ka, kb, kp00, kp01, kp11, kstart, kfy, kfx = st
+                            ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap = st
                             kready = True
                             del kbuf_y[:], kbuf_x[:]
                 elif not kstart:                      # two distinct x not seen yet
                     alpha, beta = ka, kb
                     spread = q = nan
+                    gap = kgap + 1 if kfx == kfx else 0
                     if ok:
                         if kfx != kfx:
                             if commit:
                                 kfy, kfx = ys, xs
+                            gap = 0
                         elif xs != kfx:
-                            st = diffuse_start(kfy, kfx, ys, xs, kve)
+                            st = diffuse_start(kfy, kfx, ys, xs, kve, kvw, gap)
                             if commit:
                                 ka, kb, kp00, kp01, kp11 = st
                                 kstart = True
                             kbeta = st[1]
+                    if commit:
+                        kgap = gap
                     if kbeta is None:
                         kbeta = kb
                 else:
@@ -538,7 +544,7 @@ class LivePairState:
                 if zsince >= z_every:
                     zbad, zr, zs, zss = _recentre1(zb)
                     zp = _lag_products([zgone] + _ordered(zb, zi), zr)
-                    zsince = 0
+                    zsince = 0 if zbad < Z else z_every - 1
             # ---- correlation ----------------------------------------------------------
             if returns:
                 ra = log(y / py) if (y > 0.0 and py > 0.0) else nan
@@ -607,7 +613,7 @@ class LivePairState:
                 csince += 1
                 if csince >= c_every:
                     cbad, cra, crb, csa, csb, csaa, csbb, csab = _recentre2(ca, cb)
-                    csince = 0
+                    csince = 0 if cbad < C else c_every - 1
                 prev_s = spread
                 py = y if y == y else nan
                 px = x if x == x else nan

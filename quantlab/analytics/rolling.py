@@ -12,16 +12,19 @@ naive cumulative sums of squared prices lose the window variance to
 cancellation: :math:`\sum x^2` of BTC prices over a million bars reaches
 :math:`10^{15}`, so a double carries only ~0.1 absolute precision, while the
 variance of a 60-bar window can be a few units. Here the series is cut into
-blocks of ``block`` output rows (default :math:`\max(4096, 4w)`); each block
-(with the :math:`w-1` bars before it) is centred on its own mean before its
-cumulative sums are taken, and the centred sums are then formed as
+blocks of ``block`` output rows (default :math:`\max(1024, 4w)`); each block
+(with the :math:`w-1` bars before it) is centred on its first bar (a causal
+reference) before its cumulative sums are taken, and the centred sums are then
+formed as
 
 .. math::
 
     S_{xx} = \sum (x_i - r)^2 - \frac{(\sum (x_i - r))^2}{w},
 
 with :math:`r` the block's reference. The cancellation is then bounded by the
-price range inside one block, not by the price level or the series length.
+price range inside one block, not by the price level or the series length
+(about :math:`10^{-10}` relative on a 60-bar variance of BTC 1-minute closes,
+against :math:`10^{-7}` for pandas' rolling moments on the same data).
 """
 from __future__ import annotations
 
@@ -56,9 +59,9 @@ class Moments(NamedTuple):
 
 def _blocks(arr: np.ndarray, window: int, block: int, edge: bool) -> np.ndarray:
     """(nblocks, block + window - 1) view: row k holds the inputs of output
-    rows ``k*block .. k*block+block-1``. Padding before bar 0 and after the
-    end is NaN, or the edge values when ``edge`` (all-finite input: the padded
-    rows are partial windows, masked by the count, or beyond the end)."""
+    rows ``k*block .. k*block+block-1``. Padding before bar 0 is NaN, or bar
+    0's value when ``edge`` (all-finite input: it is the block's reference, so it
+    contributes exactly 0); padding after the end only feeds discarded rows."""
     n = arr.size
     nb = max(1, -(-n // block))
     pad = np.empty(nb * block + window - 1)
@@ -78,14 +81,19 @@ def _wsum(c: np.ndarray, window: int, block: int, n: int) -> np.ndarray:
 
 
 def _centre(X: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``X`` minus their mean over valid entries; invalid entries -> 0."""
+    """Rows of ``X`` minus their first valid value (invalid entries -> 0).
+
+    The reference is the block's earliest bar, before every output row of the
+    block, so each windowed sum depends on bars up to its own row only: a
+    truncated series reproduces the earlier values bit for bit.
+    """
     if valid is None:
-        ref = X.mean(axis=1, keepdims=True)
+        ref = X[:, :1]
         return X - ref, ref[:, 0]
-    cnt = np.maximum(valid.sum(axis=1, keepdims=True), 1)
-    xz = np.where(valid, X, 0.0)
-    ref = xz.sum(axis=1, keepdims=True) / cnt
-    xz -= ref
+    first = np.argmax(valid, axis=1)
+    rows = np.arange(X.shape[0])
+    ref = np.where(valid[rows, first], X[rows, first], 0.0)[:, None]
+    xz = X - ref
     xz[~valid] = 0.0
     return xz, ref[:, 0]
 
@@ -115,7 +123,7 @@ def rolling_moments(a: np.ndarray, b: np.ndarray | None = None, *, window: int,
         b = as_float_array(b, "b")
         if b.size != n:
             raise ValueError("a and b differ in length")
-    blk = int(block) if block else max(4096, 4 * window)
+    blk = int(block) if block else max(1024, 4 * window)
     blk = max(1, min(blk, n))
     fin = np.isfinite(a) if b is None else np.isfinite(a) & np.isfinite(b)
     edge = bool(n) and bool(fin.all())
@@ -226,7 +234,7 @@ def rolling_zscore(values: np.ndarray, window: int, *, ddof: int = 1
     --------
     >>> z, mean, std = rolling_zscore([1.0, 2.0, 3.0, 4.0, 8.0], 3)
     >>> [round(float(v), 4) for v in z]
-    [nan, nan, 1.0, 1.0, 1.0911]
+    [nan, nan, 1.0, 1.0, 1.1339]
     """
     s = as_float_array(values, "values")
     mean, std = rolling_mean_std(s, window, ddof=ddof)

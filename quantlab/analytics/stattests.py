@@ -559,8 +559,8 @@ def half_life(spread) -> HalfLifeResult:
     >>> s = np.zeros(5000)
     >>> for t in range(1, 5000):
     ...     s[t] = 0.9 * s[t - 1] + rng.normal()
-    >>> round(half_life(s).half_life, 1)       # -ln2/ln(0.9) = 6.6
-    6.7
+    >>> round(half_life(s).half_life, 1)       # -ln2/ln(0.9) = 6.58
+    6.6
     """
     s = as_float_array(spread, "spread")
     lag, cur = s[:-1], s[1:]

@@ -84,7 +84,9 @@ class MonitorParams:
     ws_url, rest_url : WebSocket / REST bases overriding Binance's (a running
         ``quantlab replay``).
     rate : trades per second of the in-process synthetic replay (all symbols).
-    capture_path : capture file(s) for ``source="capture"``.
+    capture_path : capture file(s) for ``source="capture"``: a path, several
+        separated by commas, a list, or a folder (its ``*.gz`` files). The
+        market is the one the capture recorded.
     lookback_bars : stored bars loaded on start (default ``max(3*window, 300)``,
         at most ``max_bars``).
     max_bars : bars kept per pair in memory and in the browser.
@@ -101,7 +103,7 @@ class MonitorParams:
     symbol_x: str = "BTCUSDT"
     timeframe: str = "1s"
     window: int = 60
-    hedge: str = "ols"
+    hedge: str = "rolling_ols"
     z_entry: float = 2.0
     z_exit: float = 0.5
     alert_rules: tuple[str, ...] = ("zscore > 2", "zscore < -2")
@@ -109,7 +111,7 @@ class MonitorParams:
     ws_url: str | None = None
     rest_url: str | None = None
     rate: float = 50.0
-    capture_path: str | None = None
+    capture_path: str | tuple[str, ...] | None = None
     lookback_bars: int | None = None
     max_bars: int = 2000
     extra_pairs: tuple[tuple[str, str], ...] = ()
@@ -129,6 +131,8 @@ class MonitorParams:
         object.__setattr__(self, "alert_rules", tuple(r.strip() for r in rules if r and r.strip()))
         object.__setattr__(self, "extra_pairs", tuple(tuple(p) for p in self.extra_pairs))
         object.__setattr__(self, "db_path", str(self.db_path))
+        if self.capture_path is not None and not isinstance(self.capture_path, (str, Path)):
+            object.__setattr__(self, "capture_path", tuple(str(p) for p in self.capture_path))
         if not self.rate > 0:
             raise ConfigError("rate", self.rate, "trades per second > 0")
         if not 0.05 <= self.interval_s <= 2:
@@ -190,6 +194,15 @@ def _csv_link(frame: pd.DataFrame, filename: str, text: str) -> str:
     data = base64.b64encode(frame.to_csv().encode()).decode()
     return (f"<a download='{html.escape(filename)}' href='data:text/csv;base64,{data}' "
             f"style='color:#1565c0'>{html.escape(text)}</a>")
+
+
+def _pct(v: Any, spec: str = ".3f") -> str:
+    """A fraction (log return, volatility) as percent, or a dash."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "&mdash;"
+    return _fmt(f * 100, spec, " %") if math.isfinite(f) else "&mdash;"
 
 
 def _error_html(text: str) -> str:
@@ -278,63 +291,78 @@ class PairView:
             self._update_table()
 
     def _update_tests(self) -> None:
-        """ADF / cointegration p-values for the stats panel (every 15 s)."""
+        """ADF / Engle-Granger p-values and relationship health for the stats
+        panel (every TESTS_EVERY_S; each is a regression over the kept bars)."""
         p = self.pipeline
         _, y, x = p.closes()
         spread = np.fromiter((r["spread"] for r in p.rows), dtype=np.float64, count=len(p.rows))
-        vals = {"adf_pvalue": math.nan, "coint_pvalue": math.nan}
+        vals: dict[str, Any] = {"adf_pvalue": math.nan, "coint_pvalue": math.nan}
         if np.isfinite(spread).sum() >= max(20, p.spec.window):
             try:
-                results = ui_analytics.adf_table(y, x, spread)
-                vals["adf_pvalue"] = float(getattr(results[0][1], "pvalue", math.nan))
-                vals["coint_pvalue"] = float(getattr(results[1][1], "pvalue", math.nan))
+                results = ui_analytics.tests_now(y, x, spread)
+                vals["adf_pvalue"] = float(results[0][1].pvalue)
+                vals["coint_pvalue"] = float(results[1][1].pvalue)
             except Exception as exc:  # a statistic failing must not break the panel
-                logger.debug("ADF/coint failed: %s", exc)
+                logger.info("ADF/Engle-Granger failed: %s", exc)
+        try:
+            health = ui_analytics.health_now(y, x, p.spec.window)
+        except Exception as exc:
+            logger.info("relationship health failed: %s", exc)
+            health = {"verdict": "unknown", "reason": _describe(exc)}
+        vals["health"] = health
         self.stat_values.update(vals)
+        p.slow_metrics = {k: float(v) for k, v in (
+            ("adf_pvalue", vals["adf_pvalue"]), ("coint_pvalue", vals["coint_pvalue"]),
+            ("beta_drift", health.get("beta_drift", math.nan))) if v == v}
 
     def _update_stats(self) -> None:
         p, spec = self.pipeline, self.pipeline.spec
         rows = list(p.rows)
         w = spec.window
+        _, ys, xs = p.closes()
         legs = []
-        for leg, sym in (("y", spec.symbol_y), ("x", spec.symbol_x)):
-            closes = np.array([r[f"{leg}_close"] for r in rows[-(w + 1):]], dtype=float)
-            last = p.last_price[leg]
-            ret1 = ret_w = vol = math.nan
-            if closes.size >= 2 and np.all(closes > 0):
-                lr = np.diff(np.log(closes))
-                ret1 = lr[-1]
-                if closes.size >= w + 1:
-                    ret_w = math.log(closes[-1] / closes[0])
-                    vol = float(np.std(lr, ddof=1))
-            legs.append((sym, last, ret1, ret_w, vol))
+        for closes, leg in ((ys, "y"), (xs, "x")):
+            st = ui_analytics.leg_summary(closes, w, spec.timeframe_ms / 1000)
+            if p.last_price[leg] == p.last_price[leg]:
+                st["last"] = p.last_price[leg]
+            legs.append(st)
+        leg_rows = [("last price", _fmt(legs[0]["last"], ".8g"), _fmt(legs[1]["last"], ".8g"))]
+        for key, label, spec_ in (("ret_bar", "return, last bar", ".3f"),
+                                  ("ret_window", f"return, {w} bars", ".3f"),
+                                  ("vol_bar", "volatility / bar", ".4f"),
+                                  ("vol_annual", "volatility, annualised", ".1f")):
+            leg_rows.append((label, _pct(legs[0][key], spec_), _pct(legs[1][key], spec_)))
+        head = (f"<tr><th></th><th style='text-align:right'>{html.escape(spec.symbol_y)}</th>"
+                f"<th style='text-align:right;padding-left:12px'>"
+                f"{html.escape(spec.symbol_x)}</th></tr>")
+        body = "".join(f"<tr><td style='color:#555;padding-right:10px'>{k}</td>"
+                       f"<td style='text-align:right'>{a}</td>"
+                       f"<td style='text-align:right;padding-left:12px'>{b}</td></tr>"
+                       for k, a, b in leg_rows)
+        legs_html = f"<table style='font-size:12px;border-collapse:collapse'>{head}{body}</table>"
         last_row = rows[-1] if rows else {}
-        corr = last_row.get("corr", math.nan)
-        half = last_row.get("half_life", math.nan)
-        coint_p = self.stat_values.get("coint_pvalue", math.nan)
-        health, why = ui_analytics.relationship_health(corr, coint_p, half, w)
-        color = {"healthy": "#2e7d32", "weak": "#ef6c00", "broken": "#c62828"}.get(health, "#555")
-        stat_rows = []
-        for sym, last, ret1, ret_w, vol in legs:
-            stat_rows += [(f"{sym} last", _fmt(last, ".8g")),
-                          (f"{sym} return, last bar", _fmt(ret1 * 100 if ret1 == ret1 else ret1,
-                                                           ".3f", " %")),
-                          (f"{sym} return, {w} bars", _fmt(ret_w * 100 if ret_w == ret_w else ret_w,
-                                                           ".3f", " %")),
-                          (f"{sym} volatility / bar", _fmt(vol * 100 if vol == vol else vol,
-                                                           ".4f", " %"))]
-        stat_rows += [
+        health = self.stat_values.get("health") or {}
+        verdict = str(health.get("verdict", "insufficient data"))
+        color = {"cointegrated": "#2e7d32", "weakening": "#ef6c00",
+                 "decoupling": "#c62828"}.get(verdict, "#555")
+        pair_rows = [
             ("hedge ratio &beta; (" + html.escape(HEDGES[spec.hedge]) + ")",
              _fmt(last_row.get("beta"), ".5g")),
-            ("half-life", _fmt(half, ".3g", " bars")),
             ("z-score", _fmt(last_row.get("zscore"), ".3f")),
+            ("half-life", _fmt(last_row.get("half_life"), ".3g", " bars")),
+            ("correlation", _fmt(last_row.get("corr"), ".3f")),
             ("ADF p-value (spread)", _fmt(self.stat_values.get("adf_pvalue"), ".4f")),
-            ("coint p-value", _fmt(coint_p, ".4f")),
-            ("relationship", f"<span style='color:{color};font-weight:bold' title='{html.escape(why)}'>"
-                             f"{health}</span>"),
+            ("Engle-Granger p-value", _fmt(self.stat_values.get("coint_pvalue"), ".4f")),
+            ("relationship", f"<span style='color:{color};font-weight:bold'>"
+                             f"{html.escape(verdict)}</span>"),
             ("bars", f"{p.bars_committed:,}"),
         ]
-        self.stats.value = _table(stat_rows, "stats")
+        reason = str(health.get("reason", ""))
+        self.stats.value = (
+            "<div style='font-weight:bold;margin-bottom:2px'>stats</div>" + legs_html
+            + "<div style='height:6px'></div>" + _table(pair_rows)
+            + (f"<div style='font-size:11px;color:#555;max-width:420px'>"
+               f"{html.escape(reason)}</div>" if reason else ""))
 
     def _update_alerts(self) -> None:
         events = self.pipeline.alerts.events[:20]  # newest first
@@ -568,6 +596,11 @@ class LiveMonitor:
                 v.replace_pipeline(PairPipeline(v.spec, analytics_factory=self._analytics_factory))
         try:
             ws_base, rest_base = self._start_source(params)
+            if self.replay is not None and self.replay.market != params.market:
+                # a capture says which market it recorded
+                params = dataclasses.replace(params, market=self.replay.market)
+                self.params = params
+                self.w_market.value = params.market
             self._load_history(params)
             self._start_ingester(params, ws_base, rest_base)
         except Exception as exc:
@@ -682,11 +715,10 @@ class LiveMonitor:
                                      seed=params.seed + self._starts,
                                      specs=self._resume_specs(params, symbols))
         else:
-            paths = params.capture_path
-            paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
             # Recorded times are moved to now so lag and staleness read as live.
-            source = make_source("capture", paths, symbols=self._symbols(params),
-                                 market=params.market, rebase_time=True)
+            source = make_source("capture", _capture_paths(params.capture_path),
+                                 symbols=self._symbols(params), market=params.market,
+                                 rebase_time=True)
         server = ReplayServer(source)
         server.start()
         self.replay = server
@@ -894,18 +926,19 @@ class LiveMonitor:
                 v.adf.value = _note_html(f"ADF needs {need} bars with a spread, have {have}")
                 continue
             try:
-                results = ui_analytics.adf_table(y, x, spread)
+                results = ui_analytics.tests_now(y, x, spread)
             except QuantlabError as exc:
                 v.adf.value = _error_html(str(exc))
                 continue
             parts = []
             for title, res in results:
-                body = res._repr_html_() if hasattr(res, "_repr_html_") else html.escape(str(res))
+                rows = [("statistic", _fmt(res.stat, ".4f")), ("p-value", _fmt(res.pvalue, ".4f"))]
+                rows += [(f"critical {k}", _fmt(c, ".4f")) for k, c in res.critical_values.items()]
+                rows += [("lags", str(res.lags)), ("observations", str(res.nobs))]
                 parts.append(f"<div style='display:inline-block;vertical-align:top;"
-                             f"margin-right:24px;font-size:12px'><b>{html.escape(title)}</b>"
-                             f"{body}</div>")
-            v.stat_values["adf_pvalue"] = float(getattr(results[0][1], "pvalue", math.nan))
-            v.stat_values["coint_pvalue"] = float(getattr(results[1][1], "pvalue", math.nan))
+                             f"margin-right:32px'>{_table(rows, html.escape(title))}</div>")
+            v.stat_values["adf_pvalue"] = float(results[0][1].pvalue)
+            v.stat_values["coint_pvalue"] = float(results[1][1].pvalue)
             stamp = time.strftime("%H:%M:%S")
             v.adf.value = (f"<div style='font-size:11px;color:#777'>ADF at {stamp} on "
                            f"{have} bars</div>" + "".join(parts))
@@ -1039,6 +1072,22 @@ class LiveMonitor:
                              "error": ing.status.error}
         out["ui_missed"] = self._missed + (self.subscription.missed if self.subscription else 0)
         return out
+
+
+def _capture_paths(spec: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    """Capture files from a path, a comma-separated list, a list or a folder."""
+    items: list[str | Path] = []
+    if isinstance(spec, (str, Path)):
+        items = [part.strip() for part in str(spec).split(",") if part.strip()]
+    elif spec:
+        items = list(spec)
+    out: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        out.extend(sorted(path.glob("*.gz")) if path.is_dir() else [path])
+    if not out:
+        raise ConfigError("capture_path", spec, "capture files (.gz) or a folder holding them")
+    return out
 
 
 def _json_float(v: float) -> float | None:

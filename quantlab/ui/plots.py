@@ -98,6 +98,8 @@ class PairPlots:
                    active_scroll="xwheel_zoom", toolbar_location="right", **kw)
         p.title.text_font_size = "11px"
         p.min_border_left = 60
+        p.min_border_right = 70  # room for the price plot's second axis: aligned plots
+        p.xgrid.visible = False  # fewer things to repaint (see the note on xaxis below)
         return p
 
     def _hover(self, p, renderers, fields: list[tuple[str, str]]) -> None:
@@ -111,7 +113,8 @@ class PairPlots:
         b, f = self.bars, self.forming
 
         # prices: candles of y (left axis), x on its own axis (right)
-        price = self._fig(f"{s.symbol_y} (candles, left) and {s.symbol_x} (line, right)", 260)
+        price = self._fig(f"{s.symbol_y}: candles, left axis · {s.symbol_x}: orange line, "
+                          f"right axis", 260)
         price.yaxis.axis_label = s.symbol_y
         price.segment("t_mid", "y_high", "t_mid", "y_low", source=b, color="y_color")
         candles = price.vbar("t_mid", tf * 0.7, "y_open", "y_close", source=b,
@@ -121,13 +124,11 @@ class PairPlots:
                    line_color="y_color", fill_alpha=0.35)
         price.extra_y_ranges = {"x": DataRange1d(only_visible=True)}
         x_line = price.line("t_mid", "x_close", source=b, color=X_COLOR, line_width=1.5,
-                            y_range_name="x", legend_label=s.symbol_x)
+                            y_range_name="x")
         price.scatter("t_mid", "x_close", source=f, color=X_COLOR, size=5, y_range_name="x")
         price.extra_y_ranges["x"].renderers = [x_line]
         price.y_range = DataRange1d(renderers=[candles], only_visible=True)
         price.add_layout(LinearAxis(y_range_name="x", axis_label=s.symbol_x), "right")
-        price.legend.location = "top_left"
-        price.legend.background_fill_alpha = 0.5
         self._hover(price, [candles], [(f"{s.symbol_y} O/H/L/C",
                                         "@y_open / @y_high / @y_low / @y_close"),
                                        (s.symbol_x, "@x_close")])
@@ -161,25 +162,22 @@ class PairPlots:
         cl = corr.line("t_mid", "corr", source=b, color="#17becf", line_width=1.5)
         self._hover(corr, [cl], [("corr", "@corr{0.000}")])
 
-        hedge = self._fig("hedge ratio: static OLS vs rolling OLS vs Kalman", 170)
-        h1 = hedge.line("t_mid", "beta_static", source=b, color="#333333",
-                        legend_label="static OLS")
-        hedge.line("t_mid", "beta_rolling", source=b, color="#1f77b4", legend_label="rolling OLS")
-        hedge.line("t_mid", "beta_kalman", source=b, color="#e377c2", legend_label="Kalman")
-        hedge.legend.location = "top_left"
-        hedge.legend.background_fill_alpha = 0.5
+        hedge = self._fig("hedge ratio: static OLS (black), rolling OLS (blue), Kalman (pink)",
+                          170)
+        h1 = hedge.line("t_mid", "beta_static", source=b, color="#333333")
+        hedge.line("t_mid", "beta_rolling", source=b, color="#1f77b4")
+        hedge.line("t_mid", "beta_kalman", source=b, color="#e377c2")
         self._hover(hedge, [h1], [("static", "@beta_static{0.0000}"),
                                   ("rolling", "@beta_rolling{0.0000}"),
                                   ("Kalman", "@beta_kalman{0.0000}"), ("used", "@beta{0.0000}")])
 
-        vol = self._fig("traded volume (quote currency)", 140)
+        vol = self._fig(f"traded volume in quote currency: {s.symbol_y} (blue), "
+                        f"{s.symbol_x} (orange)", 150)
         v1 = vol.vbar(dodge("t_mid", -tf * 0.2, range=self.x_range), tf * 0.38, "y_quote_volume",
-                      source=b, color=Y_COLOR, legend_label=s.symbol_y)
+                      source=b, color=Y_COLOR)
         vol.vbar(dodge("t_mid", tf * 0.2, range=self.x_range), tf * 0.38, "x_quote_volume",
-                 source=b, color=X_COLOR, legend_label=s.symbol_x)
+                 source=b, color=X_COLOR)
         vol.y_range.start = 0
-        vol.legend.location = "top_left"
-        vol.legend.background_fill_alpha = 0.5
         self._hover(vol, [v1], [(s.symbol_y, "@y_quote_volume{0,0}"),
                                 (s.symbol_x, "@x_quote_volume{0,0}")])
 
