@@ -125,6 +125,22 @@ units), so the file can be queried directly with SQL::
 
     CREATE INDEX gaps_by_instrument ON gaps (market, symbol, kind, status);
 
+    CREATE TABLE alerts (
+        alert_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms     INTEGER NOT NULL,  -- bar/event time the rule fired at, ms UTC
+        rule        TEXT    NOT NULL,  -- the rule's expression, e.g. 'zscore > 2'
+        name        TEXT    NOT NULL,
+        metric      TEXT    NOT NULL,  -- zscore, spread, corr, beta_drift, half_life, ...
+        op          TEXT    NOT NULL,
+        value       REAL    NOT NULL,  -- the metric's value when it fired
+        threshold   REAL    NOT NULL,
+        pair        TEXT    NOT NULL,  -- 'BTCUSDT/ETHUSDT'
+        message     TEXT    NOT NULL,
+        recorded_ms INTEGER NOT NULL   -- local time it was written
+    );
+
+    CREATE INDEX alerts_by_pair_time ON alerts (pair, time_ms);
+
 ``PRAGMA user_version`` holds the schema version and ``PRAGMA
 application_id`` marks the file as a quantlab store (0x514C4142, "QLAB").
 Opening a file written by a newer quantlab raises
@@ -283,6 +299,20 @@ _SCHEMA_V1 = (
         CHECK (first_missing_id <= last_missing_id)
     )""",
     """CREATE INDEX gaps_by_instrument ON gaps (market, symbol, kind, status)""",
+    """CREATE TABLE alerts (
+        alert_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms     INTEGER NOT NULL,  -- bar/event time the rule fired at, ms UTC
+        rule        TEXT    NOT NULL,  -- the rule's expression, e.g. 'zscore > 2'
+        name        TEXT    NOT NULL,
+        metric      TEXT    NOT NULL,  -- zscore, spread, corr, beta_drift, half_life, ...
+        op          TEXT    NOT NULL,
+        value       REAL    NOT NULL,  -- the metric's value when it fired
+        threshold   REAL    NOT NULL,
+        pair        TEXT    NOT NULL,  -- 'BTCUSDT/ETHUSDT'
+        message     TEXT    NOT NULL,
+        recorded_ms INTEGER NOT NULL   -- local time it was written
+    )""",
+    """CREATE INDEX alerts_by_pair_time ON alerts (pair, time_ms)""",
 )
 
 # Schema upgrades: _MIGRATIONS[v](con) turns a version-v file into version v+1.
@@ -1299,6 +1329,72 @@ class TickStore:
             else:
                 data[name] = np.array(values, dtype=np.int64)
         return pd.DataFrame(data)
+
+    # ------------------------------------------------------------------ alerts
+    def append_alerts(self, events: Iterable[Any]) -> int:
+        """Persist alert events (:class:`quantlab.alerts.AlertEvent` or their
+        ``to_dict()``) in the ``alerts`` table, one transaction; returns the
+        number written. The log survives restarts: read it with :meth:`alerts`."""
+        rows = []
+        now = _now_ms()
+        for ev in events:
+            d = ev.to_dict() if hasattr(ev, "to_dict") else dict(ev)
+            try:
+                rows.append((int(d["time_ms"]), str(d["rule"]), str(d.get("name") or d["rule"]),
+                             str(d["metric"]), str(d["op"]), float(d["value"]),
+                             float(d["threshold"]), str(d["pair"]), str(d.get("message", "")), now))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError("event", d, "an AlertEvent or its to_dict() "
+                                  "(time_ms, rule, metric, op, value, threshold, pair)") from exc
+        if not rows:
+            return 0
+        with self._lock:
+            con = self._conn()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany("INSERT INTO alerts (time_ms, rule, name, metric, op, value, threshold, "
+                                "pair, message, recorded_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def alert_sink(self) -> Callable[[Any], None]:
+        """A sink for :class:`quantlab.alerts.AlertEngine` that persists each
+        event here: ``AlertEngine(rules, pair, sinks=[store.alert_sink()])``.
+        Use it from the thread that owns this store (the UI pump)."""
+        return lambda event: self.append_alerts([event])
+
+    def alerts(self, pair: str | None = None, *, since_ms: int | None = None,
+               limit: int | None = None) -> pd.DataFrame:
+        """The alert log, newest first: columns ``time`` (UTC), ``time_ms``,
+        ``rule``, ``name``, ``metric``, ``op``, ``value``, ``threshold``,
+        ``pair``, ``message``, ``recorded_ms``."""
+        sql = ("SELECT time_ms, rule, name, metric, op, value, threshold, pair, message, recorded_ms "
+               "FROM alerts")
+        where, params = [], []
+        if pair is not None:
+            where.append("pair = ?")
+            params.append(pair)
+        if since_ms is not None:
+            where.append("time_ms >= ?")
+            params.append(int(since_ms))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time_ms DESC, alert_id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._conn().execute(sql, params).fetchall()
+        cols = ["time_ms", "rule", "name", "metric", "op", "value", "threshold", "pair", "message",
+                "recorded_ms"]
+        frame = pd.DataFrame.from_records(rows, columns=cols)
+        frame = frame.astype({"time_ms": np.int64, "value": np.float64, "threshold": np.float64,
+                              "recorded_ms": np.int64})
+        frame.insert(0, "time", pd.to_datetime(frame["time_ms"], unit="ms", utc=True))
+        return frame
 
     # ------------------------------------------------------------------ reads
     def instruments(self) -> pd.DataFrame:

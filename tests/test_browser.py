@@ -60,7 +60,8 @@ def test_live_monitor_in_jupyterlab(tmp_path):
     root.mkdir()
     nb = root / "live_monitor.ipynb"
     shutil.copy(NOTEBOOK, nb)
-    set_notebook_parameters(nb, rate=1000.0, window=20, timeframe="1s",
+    # window 8: the z-score (rolling OLS) needs 8 + 8 - 1 = 15 bars, 5 needs 9
+    set_notebook_parameters(nb, rate=1000.0, window=8, timeframe="1s",
                             db_path=str(tmp_path / "live.db"))
     shots = tmp_path / "screenshots"
 
@@ -105,7 +106,7 @@ def test_live_monitor_in_jupyterlab(tmp_path):
             return dict(zip(t, z))
 
         wait_until(lambda: len(_finite(zscores().values())) >= 3, timeout=30,
-                   message="z-scores with window=20")
+                   message="z-scores with window=8")
         before = zscores()
         slider = page.locator(".widget-slider", has_text="window")
         readout = slider.locator(".widget-readout")

@@ -396,6 +396,26 @@ def test_monitor_streams_stops_and_starts_again(tmp_path):
     asyncio.run(main())
 
 
+def test_several_pairs_share_one_ingester(tmp_path):
+    m = _monitor(tmp_path, extra_pairs=(("SOLUSDT", "ETHUSDT"),))
+
+    async def main():
+        m.start()
+        assert m.ingester.settings.symbols == ("ETHUSDT", "BTCUSDT", "SOLUSDT")
+        await _until(lambda: all(v.pipeline.bars_committed >= 2 for v in m.views), 20,
+                     "bars for both pairs")
+        view = m.add_pair("BNBUSDT", "BTCUSDT")  # restarts the feed with the union
+        assert m.running and len(m.views) == 3 and len(m.pairs_box.children) == 3
+        assert "BNBUSDT" in m.ingester.settings.symbols
+        await _until(lambda: view.pipeline.bars_committed >= 2, 20, "bars for the added pair")
+        m.stop()
+        summary = m.summary()
+        assert set(summary["pairs"]) == {"ETHUSDT/BTCUSDT", "SOLUSDT/ETHUSDT", "BNBUSDT/BTCUSDT"}
+        assert summary["ingest"]["dropped"] == 0 and summary["ui_missed"] == 0
+
+    asyncio.run(main())
+
+
 def test_monitor_unreachable_feed_shows_a_status_line_not_a_traceback(tmp_path):
     import socket
 

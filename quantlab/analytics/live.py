@@ -178,10 +178,22 @@ class LivePairState:
         """Forget every bar (keeps the configuration)."""
         if self._hist is not None:
             self._hist.clear()
-        self.n_bars = 0
-        self.last_time = None
         self.kalman_params = None
-        self._step = self._build()
+        step, self._counts = self._build()
+        # The hot path: ``update`` is the closure itself (an instance attribute
+        # shadowing the documented method below), one Python call per bar.
+        self.update = step
+        self._step = step
+
+    @property
+    def n_bars(self) -> int:
+        """Bars committed so far."""
+        return self._counts()[0]
+
+    @property
+    def last_time(self):
+        """``t`` of the last committed bar (None before the first)."""
+        return self._counts()[1]
 
     def needs(self) -> dict[str, int]:
         """Bars each output needs (see :func:`quantlab.analytics.bars_needed`)."""
@@ -200,19 +212,14 @@ class LivePairState:
         return not self.shortfall()
 
     # -- public steps -----------------------------------------------------------------------
-    def update(self, t, y: float, x: float) -> dict:
+    def update(self, t, y: float, x: float) -> dict:  # replaced per instance by the closure
         """Commit the closed bar ``t`` with closes ``y``, ``x``; return its values."""
-        out = self._step(t, float(y), float(x), True)
-        self.n_bars += 1
-        self.last_time = t
-        if self._hist is not None:
-            self._hist.append((float(y), float(x)))
-        return out
+        return self._step(t, y, x, True)
 
     def peek(self, y: float, x: float, t=None) -> dict:
         """Values for a forming bar with current prices ``y``, ``x``; nothing is
         committed (the next ``update`` is unaffected)."""
-        return self._step(t, float(y), float(x), False)
+        return self._step(t, y, x, False)
 
     def health(self, **kwargs) -> dict:
         """Relationship health on the kept bars (:func:`quantlab.analytics.health_at`):
@@ -301,13 +308,20 @@ class LivePairState:
         kgap = 0
         kvw = kve = nan
         nbar = 0
+        last_t = None
+        hist_append = self._hist.append if self._hist is not None else None
 
-        def step(t, y, x, commit):
+        def counts():
+            return nbar, last_t
+
+        def step(t, y, x, commit=True):
             nonlocal hi, hbad, hrx, hry, hsx, hsy, hsxx, hsxy, hsince
             nonlocal zi, zbad, zr, zs, zss, zp, zgone, zsince
             nonlocal ci, cbad, cra, crb, csa, csb, csaa, csbb, csab, csince
             nonlocal prev_s, py, px, en, emx, emy, ecxx, ecxy, ra_, rb_
-            nonlocal kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap, kvw, kve, nbar
+            nonlocal kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap, kvw, kve, nbar, last_t
+            y = float(y)
+            x = float(x)
             if log_prices:
                 ys = log(y) if y > 0.0 else nan
                 xs = log(x) if x > 0.0 else nan
@@ -618,6 +632,9 @@ class LivePairState:
                 py = y if y == y else nan
                 px = x if x == x else nan
                 nbar += 1
+                last_t = t
+                if hist_append is not None:
+                    hist_append((y, x))
             out = {"time": t, "y": y, "x": x, "beta": beta, "alpha": alpha, "spread": spread,
                    "spread_mean": mean, "spread_std": std, "zscore": z, "corr": corr,
                    "half_life": hl}
@@ -625,4 +642,4 @@ class LivePairState:
                 out["kalman_beta"] = kbeta
             return out
 
-        return step
+        return step, counts

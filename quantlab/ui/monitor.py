@@ -445,6 +445,10 @@ class LiveMonitor:
         wide = {"description_width": "initial"}
         self.w_source = W.Dropdown(options=[(v, k) for k, v in SOURCES.items()], value=p.source,
                                    description="source", style=wide)
+        self.w_capture = W.Text(value=_capture_text(p.capture_path),
+                                placeholder="capture file(s) or folder",
+                                layout=W.Layout(width="260px"),
+                                disabled=p.source != "capture")
         self.w_market = W.Dropdown(options=[(v, k) for k, v in MARKETS.items()], value=p.market,
                                    description="market", style=wide)
         self.w_y = W.Text(value=p.symbol_y, description="Y", layout=W.Layout(width="150px"),
@@ -499,6 +503,7 @@ class LiveMonitor:
         self.b_export.on_click(self._guard(lambda _b: self.export(self.w_format.value)))
         self.b_files.on_click(self._guard(lambda _b: self._load_uploads()))
         self.w_tf.observe(self._guard(self._on_tf), names="value")
+        self.w_source.observe(self._guard(self._on_source), names="value")
         self.w_window.observe(self._guard(lambda ch: self.set_analytics(window=ch["new"])),
                               names="value")
         self.w_hedge.observe(self._guard(lambda ch: self.set_analytics(hedge=ch["new"])),
@@ -511,7 +516,7 @@ class LiveMonitor:
 
         row = dict(layout=W.Layout(flex_flow="row wrap", align_items="center"))
         self.controls = W.VBox([
-            W.HBox([self.w_source, self.w_market, self.w_y, self.w_x, self.w_tf,
+            W.HBox([self.w_source, self.w_capture, self.w_market, self.w_y, self.w_x, self.w_tf,
                     self.w_tf_custom], **row),
             W.HBox([self.w_window, self.w_hedge, self.w_entry, self.w_exit], **row),
             W.HBox([self.w_rules, self.b_start, self.b_stop, self.b_adf, self.b_add,
@@ -540,6 +545,9 @@ class LiveMonitor:
     def _on_tf(self, change: Mapping[str, Any]) -> None:
         self.w_tf_custom.disabled = change["new"] != "custom"
 
+    def _on_source(self, change: Mapping[str, Any]) -> None:
+        self.w_capture.disabled = change["new"] != "capture"
+
     def _make_views(self, specs: Sequence[PairSpec]) -> None:
         self.views = [PairView(s, analytics_factory=self._analytics_factory) for s in specs]
         self.pairs_box.children = [v.widget for v in self.views]
@@ -565,6 +573,7 @@ class LiveMonitor:
         return dataclasses.replace(
             self.params, source=self.w_source.value, market=self.w_market.value,
             symbol_y=self.w_y.value.strip().upper(), symbol_x=self.w_x.value.strip().upper(),
+            capture_path=self.w_capture.value.strip() or None,
             timeframe=tf, window=int(self.w_window.value), hedge=self.w_hedge.value,
             z_entry=float(self.w_entry.value), z_exit=float(self.w_exit.value),
             alert_rules=tuple(self.w_rules.value.splitlines()), extra_pairs=extra)
@@ -1072,6 +1081,12 @@ class LiveMonitor:
                              "error": ing.status.error}
         out["ui_missed"] = self._missed + (self.subscription.missed if self.subscription else 0)
         return out
+
+
+def _capture_text(spec: Any) -> str:
+    if not spec:
+        return ""
+    return str(spec) if isinstance(spec, (str, Path)) else ", ".join(str(p) for p in spec)
 
 
 def _capture_paths(spec: str | Path | Sequence[str | Path] | None) -> list[Path]:
