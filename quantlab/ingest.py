@@ -867,6 +867,60 @@ def _run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> "asyncio.Future
 
 
 # =============================================================================
+# websockets: frames straight to the handler
+# =============================================================================
+_TAP: Any = None
+
+
+def _tap_connection_class() -> Any:
+    """A ``ClientConnection`` that hands every complete data frame to
+    ``self.on_frame(data)`` as websockets parses it, instead of queueing it
+    for ``recv()``.
+
+    Why: ``recv()`` costs a coroutine round trip, a queue put/get and flow
+    control bookkeeping per message, about a quarter of the loop's time per
+    trade on this machine (benchmarks/ingest.py). Pings, pongs and the closing
+    handshake are still handled by websockets; ``connect(create_connection=)``
+    is its documented hook for custom connections. Built on first use so that
+    importing quantlab.ingest does not import websockets.
+    """
+    global _TAP
+    if _TAP is not None:
+        return _TAP
+    from websockets.asyncio.client import ClientConnection
+    from websockets.frames import Opcode
+
+    TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+
+    class _TapConnection(ClientConnection):
+        on_frame: Callable[[bytes], None] | None = None
+        _fragments: list | None = None
+
+        def process_event(self, event: Any) -> None:
+            on_frame = self.on_frame
+            if on_frame is None or self.response is None:  # the handshake response
+                super().process_event(event)
+                return
+            op = event.opcode
+            if op is TEXT or op is BINARY:
+                if event.fin:
+                    on_frame(event.data)
+                else:  # fragmented (Binance does not, but the protocol allows it)
+                    self._fragments = [event.data]
+            elif op is CONT:
+                if self._fragments is not None:
+                    self._fragments.append(event.data)
+                    if event.fin:
+                        data, self._fragments = b"".join(self._fragments), None
+                        on_frame(data)
+            else:  # ping, pong, close: websockets' business
+                super().process_event(event)
+
+    _TAP = _TapConnection
+    return _TAP
+
+
+# =============================================================================
 # The ingester
 # =============================================================================
 @dataclass
@@ -898,8 +952,8 @@ class _Last:
 class _Conn:
     """One WebSocket connection and its bookkeeping (loop thread only)."""
 
-    __slots__ = ("ws", "serial", "opened", "primary", "buffer", "task",
-                 "start_ids", "shutdown_notice", "messages", "__weakref__")
+    __slots__ = ("ws", "serial", "opened", "primary", "buffer", "task", "start_ids",
+                 "shutdown_notice", "messages", "active", "paused", "announced", "__weakref__")
 
     def __init__(self, serial: int, primary: bool):
         self.ws: Any = None
@@ -911,6 +965,9 @@ class _Conn:
         self.start_ids: dict[str, int | None] = {}
         self.shutdown_notice = False
         self.messages = 0
+        self.active = True  # False once closing: late frames are ignored
+        self.paused = False  # reading paused while the writer catches up
+        self.announced = False  # "live" was announced for this connection
 
 
 class _Command:
@@ -1515,17 +1572,26 @@ class Ingester:
         self._flush_drop_ranges()
 
     # -- connections
-    def _connect(self) -> Any:
+    def _connect(self, c: _Conn) -> Any:
+        """``websockets.asyncio.client.connect`` for connection ``c`` (awaitable)."""
         from websockets.asyncio.client import connect
 
         s = self.settings
+        tap = _tap_connection_class()
+
+        def create_connection(*args: Any, **kwargs: Any) -> Any:
+            conn = tap(*args, **kwargs)
+            conn.on_frame = self._frame_handler(c, conn)
+            return conn
+
         # compression=None: permessage-deflate costs ~40% and Binance does not
         # need it (BROWSER.md). Pings are answered by websockets as long as this
         # loop is never blocked (BINANCE.md "Connection rules").
         return connect(self._url, compression=None, open_timeout=s.open_timeout_s,
                        ping_interval=s.ping_interval_s, ping_timeout=s.ping_timeout_s,
                        close_timeout=s.close_timeout_s, max_queue=s.ws_max_queue,
-                       max_size=2 ** 20, user_agent_header="quantlab-ingest")
+                       max_size=2 ** 20, user_agent_header="quantlab-ingest",
+                       create_connection=create_connection)
 
     def _new_conn(self, primary: bool) -> _Conn:
         self._conn_serial += 1
@@ -1542,7 +1608,7 @@ class Ingester:
             self._set_state("connecting" if not ever_connected else "reconnecting")
             c = self._new_conn(primary=True)
             try:
-                c.ws = await self._connect()
+                c.ws = await self._connect(c)
             except Exception as exc:
                 self._open_conns.discard(c)
                 if not policy.should_retry(exc):
@@ -1590,6 +1656,7 @@ class Ingester:
 
     def _close_later(self, c: _Conn) -> None:
         """Close ``c`` in the background; never wait on a stalled peer here."""
+        c.active = False
         if c.task is not None and not c.task.done():
             c.task.cancel()
         self._open_conns.discard(c)
@@ -1719,7 +1786,7 @@ class Ingester:
         sec = self._new_conn(primary=False)
 
         async def open_and_read() -> None:
-            sec.ws = await self._connect()
+            sec.ws = await self._connect(sec)
             sec.opened = time.monotonic()
             await self._reader(sec)
 
@@ -1785,14 +1852,23 @@ class Ingester:
         # ControlReply: acknowledgements carry nothing to act on.
 
     async def _reader(self, c: _Conn) -> None:
-        """The hot path: receive, parse, account for the id, hand off.
+        """Wait for connection ``c`` to end and raise why (``ConnectionClosed``).
 
-        Per trade: one ``recv``, one orjson parse (:func:`fast_parse_trade`),
-        a dict lookup and a ``deque.append``: about 5 us of Python on top of
-        websockets' own ``recv``. Nothing here may block: websockets answers
-        Binance's pings from this loop (BINANCE.md "Connection rules").
+        Frames are not read here: :class:`_TapConnection` hands each one to
+        the handler of :meth:`_frame_handler` as websockets parses it.
         """
-        recv = c.ws.recv
+        await c.ws.wait_closed()
+        raise c.ws.close_exc
+
+    def _frame_handler(self, c: _Conn, conn: Any) -> Callable[[bytes], None]:
+        """The hot path for connection ``c``: parse, account for the id, hand off.
+
+        Called by websockets' ``data_received`` for every complete data frame,
+        in order. Per trade: one orjson parse (:func:`fast_parse_trade`), a
+        dict lookup and a ``deque.append``, about 3 us. It never blocks, so
+        websockets answers Binance's pings promptly (BINANCE.md "Connection
+        rules"); locals are bound once per connection for speed.
+        """
         market = self._market
         hwm = self._hwm
         dq = self._live
@@ -1800,28 +1876,41 @@ class Ingester:
         qmax = self.settings.queue_max
         fast = fast_parse_trade
         time_ns = time.time_ns
-        sleep = asyncio.sleep
         drop_open = self._drop_open
         yield_at = min(qmax // 2, 2 * self.settings.batch_max_trades)
-        announced = False
-        while True:
-            raw = await recv(False)  # bytes: orjson parses them without a UTF-8 decode
+        loop = asyncio.get_running_loop()
+
+        def resume() -> None:
+            if not c.active:
+                return
+            if len(dq) > yield_at // 2:
+                loop.call_later(_YIELD_S, resume)
+                return
+            c.paused = False
+            try:
+                conn.transport.resume_reading()
+            except Exception:  # transport already closed
+                pass
+
+        def on_frame(data: bytes) -> None:
+            if not c.active:  # a connection being closed: its frames are not ours any more
+                return
             self._n_msgs += 1
             recv_ms = time_ns() // 1_000_000
-            msg = fast(raw, market, recv_ms)
+            msg = fast(data, market, recv_ms)
             if msg is None:
-                msg = parse_message(raw, market, recv_ms)
+                msg = parse_message(data, market, recv_ms)
                 if msg.__class__ is not Trade:
                     c.messages += 1
                     self._on_other(c, msg)
-                    continue
+                    return
             self._n_trades += 1
             if not c.primary:
                 c.messages += 1
                 c.buffer.append(msg)
-                continue
-            if not announced:
-                announced = True
+                return
+            if not c.announced:
+                c.announced = True
                 self._set_state("live")
             # --- inline of _accept(msg, ...) for speed; keep the two in step ---
             sym = msg.symbol
@@ -1829,13 +1918,13 @@ class Ingester:
             if last is None or last is _MISSING:
                 if last is _MISSING:  # not a subscribed symbol
                     self._on_other(c, msg)
-                    continue
+                    return
             else:
                 tid = msg.trade_id
                 lid = last.trade_id
                 if tid <= lid:
                     self._n_dup_live += 1
-                    continue
+                    return
                 if tid != lid + 1:
                     self._open_gap(sym, lid + 1, tid - 1, last.time_ms, msg.time_ms,
                                    "reconnect" if lid == c.start_ids.get(sym) else "id_jump")
@@ -1845,15 +1934,25 @@ class Ingester:
                 if sym in drop_open:
                     self._close_drop_range(sym, msg.time_ms)
                 append(msg)
-                if depth > yield_at:
+                if depth > yield_at and not c.paused:
                     # The writer is behind. It needs the GIL back after every
-                    # SQLite step, and a busy thread holding it lets it wait a
-                    # whole switch interval (5 ms) each time: pause reading for
-                    # a moment instead (the loop keeps answering pings; frames
-                    # wait in the socket).
-                    await sleep(_YIELD_S)
+                    # SQLite step, and a busy thread holding the GIL makes it
+                    # wait a whole switch interval (5 ms) each time: stop
+                    # reading the socket for a moment instead (frames wait in
+                    # the kernel; the loop stays free).
+                    c.paused = True
+                    conn.transport.pause_reading()
+                    loop.call_later(_YIELD_S, resume)
             else:
                 self._drop(msg, last)
+
+        def guarded(data: bytes) -> None:
+            try:
+                on_frame(data)
+            except Exception:  # a bug must not kill websockets' data_received
+                logger.exception("frame handler failed on %.200r", data)
+
+        return guarded
 
     def _accept(self, msg: Trade, reason: str) -> None:
         """Slow-path twin of the reader's inline accept (handover replay)."""

@@ -174,8 +174,12 @@ class JupyterLab:
     def __enter__(self) -> "JupyterLab":
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.stop()
+        # Keep the temp HOME (and the log, if it is in there) when the test failed.
+        inside = self._home in self.log_path.parents
+        if exc_type is None or not inside:
+            self.cleanup()
 
     # -- REST ------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:

@@ -396,6 +396,27 @@ def test_monitor_streams_stops_and_starts_again(tmp_path):
     asyncio.run(main())
 
 
+def test_alerts_fire_are_persisted_and_shown_after_a_restart(tmp_path):
+    m = _monitor(tmp_path, alert_rules=("zscore > -1000",))  # fires at the first z-score
+    view = m.views[0]
+
+    async def main():
+        m.start()
+        await _until(lambda: view.pipeline.alerts_fired >= 1, 20, "an alert")
+        m.stop()
+        assert "zscore &gt; -1000" in view.alert_log.value
+        from quantlab.store import TickStore
+
+        with TickStore(tmp_path / "live.db", read_only=True) as store:
+            log = store.alerts("ETHUSDT/BTCUSDT")
+        assert len(log) == view.pipeline.alerts_fired
+        m.start()  # a new session: the stored alerts are listed as earlier ones
+        assert "earlier (stored)" in m.views[0].alert_log.value
+        m.stop()
+
+    asyncio.run(main())
+
+
 def test_several_pairs_share_one_ingester(tmp_path):
     m = _monitor(tmp_path, extra_pairs=(("SOLUSDT", "ETHUSDT"),))
 

@@ -34,8 +34,10 @@ Not enough bars gives NaN (never a fake zero): :func:`bars_needed` and
 :func:`shortfall` say how many each column needs.
 
 The summary is **in-sample** (``static_fit_in_sample: True``): a static OLS
-of y on x with intercept over the whole range, and the ADF (statsmodels'
-defaults, uncapped), Engle-Granger and half-life of that static spread.
+of y on x with intercept over the whole range (on log prices when
+``log_prices``), and the ADF (statsmodels' defaults, uncapped), Engle-Granger
+(y on x, and x on y) and half-life of that static spread, the Hurst exponent,
+the relationship-health verdict on the last bar and per-leg statistics.
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ from quantlab.config import require_choice
 from quantlab.errors import ConfigError
 
 __all__ = ["analyze", "PairAnalysis", "bars_needed", "shortfall", "FRAME_COLUMNS"]
+
+#: Fewest bars ``analyze`` accepts whatever the window (the in-sample tests need some).
+MIN_BARS = 20
 
 #: Columns always present in ``analyze(...).frame``, in order.
 FRAME_COLUMNS = ("y", "x", "beta", "alpha", "spread", "spread_mean", "spread_std", "zscore",
@@ -266,7 +271,7 @@ def analyze(aligned, x=None, *, window: int, hedge: str = "rolling-ols",
     fit_intercept : bool
         Hedge regressions with :math:`\alpha` (default).
     refit_every : int, optional
-        Huber/Theil-Sen re-fit cadence, bars (default ``max(1, window // 10)``).
+        Huber/Theil-Sen re-fit cadence, bars (default ``max(1, window // 4)``).
     kalman_delta, kalman_obs_var, kalman_warmup
         Kalman parameters; None ones are estimated by maximum likelihood on
         the first ``kalman_warmup`` bars (default ``max(window, 500)``;
@@ -291,7 +296,7 @@ def analyze(aligned, x=None, *, window: int, hedge: str = "rolling-ols",
     Raises
     ------
     InsufficientData
-        Fewer bars than ``window`` (or the Kalman warm-up).
+        Fewer bars than ``window`` (at least 20), or than the Kalman warm-up.
 
     Examples
     --------
@@ -323,7 +328,7 @@ def analyze(aligned, x=None, *, window: int, hedge: str = "rolling-ols",
         check_int("refit_every", refit_every, 1)
     y, xa, index, extras, attrs = _inputs(aligned, x)
     n = y.size
-    require(f"analyze(window={W}, hedge={method!r})", W, n)
+    require(f"analyze(window={W}, hedge={method!r})", max(W, MIN_BARS), n)
     if symbols is None:
         sy, sx = attrs.get("y_symbol"), attrs.get("x_symbol")
         symbols = (sy, sx) if sy or sx else None

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -157,13 +157,18 @@ class MonitorParams:
 def build_monitor(params: MonitorParams | Mapping[str, Any] | None = None,
                   **kwargs: Any) -> "LiveMonitor":
     """A :class:`LiveMonitor` from a :class:`MonitorParams`, a mapping of its
-    fields (unknown keys are rejected with the valid ones) or keywords."""
+    fields (unknown keys are rejected with the valid ones) or keywords.
+
+    Re-running the notebook cell that builds a monitor stops the monitors
+    still running in this kernel first (one feed and one pump at a time)."""
     if params is None:
         params = settings_from_dict(MonitorParams, kwargs)
     elif isinstance(params, Mapping):
         params = settings_from_dict(MonitorParams, {**params, **kwargs})
     elif kwargs:
         params = dataclasses.replace(params, **kwargs)
+    for other in list(_running_monitors):
+        other.stop()
     return LiveMonitor(params)
 
 
@@ -234,11 +239,12 @@ class PairView:
         self.title = W.HTML(f"<h4 style='margin:4px 0'>{html.escape(spec.label)} &middot; "
                             f"{html.escape(spec.timeframe)} bars</h4>")
         self.readiness = W.HTML(layout=W.Layout(height="22px", overflow="hidden"))
-        self.stats = W.HTML(layout=W.Layout(width="430px", height="360px", overflow="auto"))
-        self.alert_log = W.HTML(layout=W.Layout(width="520px", height="360px", overflow="auto"))
+        self.stats = W.HTML(layout=W.Layout(width="430px", height="440px", overflow="auto"))
+        self.alert_log = W.HTML(layout=W.Layout(width="520px", height="440px", overflow="auto"))
         self.adf = W.HTML()
         self.table = W.HTML(layout=W.Layout(height="300px", overflow="auto"))
         self.stat_values: dict[str, float] = {}
+        self.past_alerts: list[tuple[str, str]] = []  # (UTC time, message) from the store
         self._tests_at = -math.inf
         self._panels_at = -math.inf
         self._table_at = -math.inf
@@ -268,8 +274,7 @@ class PairView:
     TABLE_EVERY_S = 5.0
     TESTS_EVERY_S = 15.0
 
-    def refresh_panels(self, now: float | None = None, force: bool = False,
-                       feed: Any = None) -> None:
+    def refresh_panels(self, now: float | None = None, force: bool = False) -> None:
         now = time.monotonic() if now is None else now
         lines = self.pipeline.readiness()
         ready = "" if not lines else _note_html(" · ".join(lines))
@@ -366,13 +371,18 @@ class PairView:
 
     def _update_alerts(self) -> None:
         events = self.pipeline.alerts.events[:20]  # newest first
-        if not events:
+        body = "".join(
+            f"<div style='font-size:12px'><span style='color:#777'>"
+            f"{html.escape(ev.time_iso[11:23])}</span> {html.escape(ev.message)}</div>"
+            for ev in events)
+        earlier = self.past_alerts[:max(0, 20 - len(events))]  # read at start: no overlap
+        if earlier:
+            body += ("<div style='font-size:11px;color:#777;margin-top:4px'>earlier "
+                     "(stored)</div>" + "".join(
+                         f"<div style='font-size:12px;color:#666'><span style='color:#999'>"
+                         f"{html.escape(t)}</span> {html.escape(m)}</div>" for t, m in earlier))
+        if not body:
             body = "<div style='color:#777;font-size:12px'>no alerts yet</div>"
-        else:
-            body = "".join(
-                f"<div style='font-size:12px'><span style='color:#777'>"
-                f"{html.escape(ev.time_iso[11:23])}</span> {html.escape(ev.message)}</div>"
-                for ev in events)
         rules = ", ".join(html.escape(r) for r in self.pipeline.spec.rules) or "none"
         self.alert_log.value = (f"<div style='font-weight:bold'>alerts (newest first)</div>"
                                 f"<div style='font-size:11px;color:#777'>rules: {rules}</div>{body}")
@@ -429,6 +439,7 @@ class LiveMonitor:
         self.mode = "idle"   # idle | live | files
         self.last_error: str | None = None
         self._missed = 0          # trades the subscription ring overwrote (UI too slow)
+        self._alert_store: Any = None
         self._starts = 0          # feed starts (a new synthetic seed each time)
         self._last_ticks = 0
         self._build_controls()
@@ -586,7 +597,11 @@ class LiveMonitor:
     def start(self) -> "LiveMonitor":
         """Start the feed (ingester, and the in-process replay server when the
         source asks for one), load stored history, start the UI pump.
-        Errors are shown inline and re-raised only for programming errors."""
+
+        A feed that cannot start (bad DB path, unreadable capture ...) is
+        reported inline and in :attr:`last_error`, not raised; invalid
+        controls raise :class:`~quantlab.errors.ConfigError` (the Start button
+        shows it inline)."""
         if self.running:
             return self
         params = self.params_from_controls()
@@ -619,6 +634,7 @@ class LiveMonitor:
                 logger.exception("monitor start failed")
             self._show_error(f"cannot start: {_describe(exc)}")
             return self
+        self._open_alert_log(params)
         self.step = FeedStep(self.subscription.drain, [v.target for v in self.views],
                              after=self._after_tick)
         self.pump = UiPump(self.step, interval_s=params.interval_s,
@@ -638,9 +654,6 @@ class LiveMonitor:
         """Stop the pump, the ingester (flushing what it received) and the
         replay server. Safe to call twice; the kernel stays usable and
         :meth:`start` works again."""
-        if self.pump is not None:
-            self.pump.stop()
-            # one last tick shows what arrived before the stop
         self._teardown_feed()
         _running_monitors.discard(self)
         if self.mode == "live":
@@ -674,7 +687,7 @@ class LiveMonitor:
         ing = self.ingester
         if ing is not None and ing.running:
             try:
-                self._final_stats = ing.stop(timeout=30.0)
+                ing.stop(timeout=30.0)
             except Exception as exc:
                 self._show_error(f"ingester did not stop cleanly: {_describe(exc)}")
         sub, self.subscription = self.subscription, None
@@ -695,6 +708,33 @@ class LiveMonitor:
                 rep.stop()
             except Exception:
                 logger.exception("stopping the replay server failed")
+        store, self._alert_store = self._alert_store, None
+        if store is not None:
+            for v in self.views:
+                v.pipeline.set_alert_sinks(())
+            store.close()
+
+    def _open_alert_log(self, params: MonitorParams) -> None:
+        """Alerts persist in the store's alert log (they survive restarts);
+        the panel shows this session's events, then the stored earlier ones.
+        Written from the pump's thread, which owns this store instance."""
+        from quantlab.store import TickStore
+
+        try:
+            store = TickStore(params.db_path)
+        except Exception as exc:  # the feed works without a persistent alert log
+            self._show_error(f"alert log not persisted: {_describe(exc)}")
+            return
+        self._alert_store = store
+        for v in self.views:
+            v.pipeline.set_alert_sinks([store.alert_sink()])
+            try:
+                past = store.alerts(v.spec.label, limit=20)
+                v.past_alerts = [(t.isoformat()[:19].replace("T", " "), m)
+                                 for t, m in zip(past["time"], past["message"])]
+            except Exception as exc:
+                logger.info("cannot read the alert log: %s", exc)
+            v.refresh_panels(force=True)
 
     # -- feed ------------------------------------------------------------------------------
     def _symbols(self, params: MonitorParams) -> tuple[str, ...]:
@@ -816,7 +856,7 @@ class LiveMonitor:
     def _after_tick(self, now: float, updates: list) -> None:
         self._refresh_status(now)
         for v in self.views:
-            v.refresh_panels(now, feed=self.ingester)
+            v.refresh_panels(now)
 
     def _refresh_status(self, now: float | None = None, force: bool = False) -> None:
         now = time.monotonic() if now is None else now
@@ -892,7 +932,7 @@ class LiveMonitor:
     def set_rules(self, text: str | Sequence[str]) -> None:
         """Replace the alert rules (text: one rule per line). A bad rule is
         reported inline and nothing changes."""
-        from quantlab.alerts import AlertEngine, parse_rule
+        from quantlab.alerts import parse_rule
 
         lines = text.splitlines() if isinstance(text, str) else list(text)
         rules = tuple(r.strip() for r in lines if r.strip())
@@ -900,8 +940,8 @@ class LiveMonitor:
             parse_rule(r)  # raises ConfigError with the reason
         self.params = dataclasses.replace(self.params, alert_rules=rules)
         for v in self.views:
-            v.pipeline.spec = dataclasses.replace(v.pipeline.spec, rules=rules)
-            v.pipeline.alerts = AlertEngine(rules, v.spec.label, sinks=())
+            v.pipeline.set_rules(rules)
+            v.spec = v.pipeline.spec
             v.refresh_panels(force=True)
         self._show_note(f"alert rules: {', '.join(rules) or 'none'}")
 

@@ -227,7 +227,6 @@ class PairPipeline:
         self._legs = {spec.symbol_y: "y", spec.symbol_x: "x"}
         self._bars = {"y": IncrementalBars(self.tf_ms), "x": IncrementalBars(self.tf_ms)}
         self._pending: dict[str, dict[int, Bar]] = {"y": {}, "x": {}}
-        self._last_bar: dict[str, Bar | None] = {"y": None, "x": None}
         self.rows: collections.deque[dict] = collections.deque(maxlen=spec.max_bars)
         self.last_t: int | None = None          # open time of the last committed row
         self.trades = {"y": 0, "x": 0}
@@ -242,6 +241,8 @@ class PairPipeline:
         self.forming_every_ms = int(forming_every_ms)
         self._forming_at = -10**18  # wall ms of the last forming report
         self._new_states()
+        self.alert_sinks: tuple = ()
+        self.alerts = self._new_alerts()
 
     # -- state ---------------------------------------------------------------------
     def _new_states(self) -> None:
@@ -253,7 +254,24 @@ class PairPipeline:
         for col, method in (("beta_static", "ols"), ("beta_rolling", "rolling_ols"),
                             ("beta_kalman", "kalman")):
             self._compare[col] = None if method == spec.hedge else self._analytics_factory(spec, method)
-        self.alerts = self._alert_factory(spec.rules, spec.label)
+
+    def _new_alerts(self) -> Any:
+        engine = self._alert_factory(self.spec.rules, self.spec.label)
+        if self.alert_sinks and hasattr(engine, "sinks"):
+            engine.sinks = tuple(self.alert_sinks)
+        return engine
+
+    def set_rules(self, rules: Sequence[str]) -> None:
+        """New alert rules (fresh rule state; the sinks are kept)."""
+        self.spec = dataclasses.replace(self.spec, rules=tuple(rules))
+        self.alerts = self._new_alerts()
+
+    def set_alert_sinks(self, sinks: Sequence[Callable[[Any], Any]]) -> None:
+        """Callables receiving every alert event (e.g. the store's
+        ``alert_sink()``), now and after rule changes."""
+        self.alert_sinks = tuple(sinks)
+        if hasattr(self.alerts, "sinks"):
+            self.alerts.sinks = self.alert_sinks
 
     @property
     def symbols(self) -> tuple[str, str]:
@@ -443,10 +461,13 @@ class PairPipeline:
         ``z_exit``, ``rules``) and recompute every retained bar with them.
 
         Returns the recomputed rows (oldest first) for the caller to replace
-        its plot data once. Alert state restarts (no alerts are re-fired for
-        history).
+        its plot data once. History never re-fires alerts; the alert log is
+        kept unless the rules change.
         """
+        old_rules = self.spec.rules
         self.spec = dataclasses.replace(self.spec, **changes)
+        if self.spec.rules != old_rules:
+            self.alerts = self._new_alerts()
         old = list(self.rows)
         self.rows.clear()
         self.bars_committed = 0

@@ -18,7 +18,6 @@ BokehJS must be loaded inline (no CDN offline, ``shared/BROWSER.md``):
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 from bokeh.layouts import column
@@ -212,6 +211,3 @@ class PairPlots:
             self._model = BokehModel(self.layout)
         return self._model
 
-
-def finite_or_none(v: float) -> float | None:
-    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
