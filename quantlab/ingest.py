@@ -4,42 +4,77 @@ The :class:`Ingester` keeps one combined-stream WebSocket connection per market
 open in a daemon thread that owns a private asyncio loop, hands every trade to a
 writer thread through a bounded queue, and fills whatever the stream missed
 (reconnects, id jumps, overflow) from REST by trade id. A notebook drives it
-through a synchronous face::
+through a synchronous face; nothing touches the kernel's event loop::
 
     ing = Ingester(IngestSettings(symbols=("BTCUSDT", "ETHUSDT"), db_path="data/live.db"))
-    ing.start()
-    ing.status      # IngestStatus(state='live', ...)
+    ing.start()     # returns at once; raises if the store cannot be opened
+    ing.status      # IngestStatus(state='live', error=None, ...)
     ing.stats       # IngestStats(trades_stored=..., lag_ms_p50=..., ...)
-    sub = ing.subscribe(maxlen=50_000); sub.drain()   # stored trades, for a live monitor
+    sub = ing.subscribe(maxlen=50_000)
+    sub.drain()     # the trades stored since the last drain, for a live monitor
     ing.stop()      # flushes everything received, then returns the final stats
 
-Design (facts from ``shared/BINANCE.md``, section numbers below refer to it):
+The CLI (``quantlab ingest``) and child processes use :func:`run_for`.
 
-* **Socket loop parses and hands off only.** The reader coroutine does
-  ``recv`` -> :func:`quantlab.binance.parse_message` -> id bookkeeping ->
-  ``deque.append``. Storage runs on a writer thread, so a slow disk never
-  delays the pong Binance requires within 60 s of its ping ("Connection
-  rules").
+Design (facts and section names from ``shared/BINANCE.md``)
+-----------------------------------------------------------
+* **The socket loop parses and hands off, nothing else.** websockets hands each
+  frame to a handler (:func:`_tap_connection_class`) that parses it
+  (:func:`fast_parse_trade`, orjson), checks its id and appends it to a
+  ``deque``. Storage runs on a writer thread that owns the only
+  :class:`~quantlab.store.TickStore` and commits batches (size
+  ``batch_max_trades``, age ``batch_max_delay_s`` <= 0.25 s). A slow disk never
+  delays the pong Binance wants within 60 s of its ping ("Connection rules").
 * **Every id is accounted for.** Per stream the loop keeps the last id it
-  accepted (seeded from the store at start). A later id that jumps, the first
-  id after a reconnect, ids dropped by a full queue: each opens a *gap*, which
-  the writer records in the store (in order with the trades, so a ``kill -9``
-  can never leave an unrecorded hole) and the backfiller fills from REST by
-  ``fromId`` ("Connection rules": Binance does not replay missed messages).
-  Gaps still open when the process dies are resumed at the next start.
-* **Futures raw ``@trade`` holes are reconciled, not chased** ("Messages"):
-  aggTrades of the same time range tell, through their ``f..l`` ranges, which
-  missing raw ids were market fills; a single-fill aggregate (``f == l``) is
-  stored as that raw trade, ids no aggregate covers are legitimate holes, and
-  what remains is counted as unfillable in the gaps table.
+  accepted, seeded from the store at start. An id that jumps, the first id
+  after a reconnect (compared with the last stored), ids refused by a full
+  queue: each opens a *gap*. The writer records it in the store's gaps table
+  in order with the trades (so a ``kill -9`` never leaves an unrecorded hole),
+  the backfiller fills it from REST by ``fromId`` through the same writer
+  ("Connection rules": Binance does not replay missed messages), and gaps
+  still ``open`` when a process dies are resumed by the next start.
+* **USD-M raw ``@trade`` holes are reconciled, not chased** ("Messages"): the
+  aggTrades of the gap's time range tell, through their ``f..l`` ranges, which
+  missing raw ids were market fills (:func:`reconcile_raw_futures`); a
+  single-fill aggregate is stored as that raw trade, ids no aggregate covers
+  are holes, and fills inside multi-fill aggregates are counted unfillable.
 * **Reconnect forever** with the capped, jittered exponential backoff of
-  :class:`BackoffPolicy`; stop only on fatal errors (HTTP 451). A staleness
-  watchdog and a first-message deadline per stream force a reconnect ("What a
-  robust ingester does" 2); connections are rotated before Binance's 24 h close
-  and on ``serverShutdown``, opening the new connection before closing the old
-  one and handing over without a gap or a duplicate (3).
-* **REST is paced** by a token bucket over Binance's request weights, honours
-  ``Retry-After`` on 429, backs off long on 418 and stops on 451 ("Endpoints").
+  :class:`BackoffPolicy`, reset after a stable period; stop only on errors
+  retrying cannot fix (HTTP 451). A first-message deadline and a staleness
+  watchdog per stream force a reconnect ("What a robust ingester does" 2).
+  Connections are rotated after ``max_connection_age_s`` (before Binance's
+  24 h close) and on ``serverShutdown``: the new connection opens first, its
+  trades are held until the old one has delivered every id before them, then
+  the old one is closed, so the handover has neither gap nor duplicate (3).
+* **Overflow is never silent**: a trade that finds the queue full
+  (``queue_max``) is counted in ``stats.dropped``, flagged in
+  ``status.overflow`` and its id range becomes an ``overflow`` gap, backfilled
+  like any other. Before that, while the writer is behind, the loop pauses
+  reading the socket for a millisecond at a time (the writer needs the GIL
+  back after every SQLite step).
+* **REST is paced** by a :class:`TokenBucket` over Binance's request weights
+  (``rest_weight_share`` of the per-minute budget), honours ``Retry-After`` on
+  429, backs off at least ``ban_s`` on 418 and stops on 451 ("Endpoints").
+  Requests run in short-lived daemon threads (urllib), never on the loop.
+
+Guarantees and limits
+---------------------
+* Every trade id published on the configured streams from the first trade
+  received until :meth:`Ingester.stop` is stored exactly once, or recorded in
+  the gaps table: still ``open`` (resumed by the next start), ``unfillable``
+  (REST no longer has it, e.g. USD-M aggTrades older than ~48 h, or a futures
+  fill inside a multi-fill aggregate), or a USD-M hole (``hole_count``).
+* Trades before the first one received (before the first start) are not
+  fetched: this is a live recorder, not an archive loader.
+* USD-M non-market prints (``INSURANCE_FUND``, ``ADL``, ``NA``) missed during
+  a disconnect cannot be recovered (Binance's REST omits them); they are
+  counted as holes and never belong in bars anyway.
+* A stream that is silent for ``stale_after_s`` is reconnected; raise it for
+  illiquid symbols. Ids missed just before such a silence are found (and
+  filled) when the next trade of that stream arrives.
+* ``kill -9`` loses what was queued but not committed (at most
+  ``batch_max_delay_s`` of trades plus the queue); the next start finds those
+  ids as a gap after the last stored id and backfills them.
 """
 from __future__ import annotations
 
@@ -68,7 +103,6 @@ from quantlab.binance import (
     REST_MAX_LIMIT,
     REST_WEIGHT_BUDGET_PER_MIN,
     REST_WEIGHTS,
-    ControlReply,
     Endpoints,
     ErrorReply,
     NotTrade,
@@ -953,7 +987,8 @@ class _Conn:
     """One WebSocket connection and its bookkeeping (loop thread only)."""
 
     __slots__ = ("ws", "serial", "opened", "primary", "buffer", "task", "start_ids",
-                 "shutdown_notice", "messages", "active", "paused", "announced", "__weakref__")
+                 "shutdown_notice", "messages", "active", "paused", "pause_start",
+                 "no_pause_until", "announced", "__weakref__")
 
     def __init__(self, serial: int, primary: bool):
         self.ws: Any = None
@@ -967,6 +1002,8 @@ class _Conn:
         self.messages = 0
         self.active = True  # False once closing: late frames are ignored
         self.paused = False  # reading paused while the writer catches up
+        self.pause_start = 0.0  # loop time the current pause began
+        self.no_pause_until = 0.0  # after a pause timed out: no new pause before this
         self.announced = False  # "live" was announced for this connection
 
 
@@ -986,7 +1023,8 @@ class _Command:
 _MISSING = object()
 _IDLE_POLL_S = 0.01  # writer poll period when idle: bounds the added latency to 10 ms
 _TICK_S = 0.1  # supervisor period: watchdog, rotation, handover checks
-_YIELD_S = 0.001  # reader pause while the writer is behind (see _reader)
+_YIELD_S = 0.001  # pause of socket reading while the writer is behind (see _frame_handler)
+_MAX_PAUSE_S = 0.25  # longest pause; a writer still behind then is stuck, not busy
 _RATE_WINDOW_S = 5.0
 
 _live_ingesters: "weakref.WeakSet[Ingester]" = weakref.WeakSet()
@@ -1061,6 +1099,7 @@ class Ingester:
         # hand-off to the writer
         self._live: collections.deque = collections.deque()
         self._cmds: collections.deque[_Command] = collections.deque()
+        self._writer_busy = False  # the writer is inside store.write_trades
         self._markers_put = 0  # gap markers appended to _live (loop thread)
         self._markers_done = 0  # gap markers processed (writer thread)
         self._subs: list[Subscription] = []
@@ -1447,7 +1486,11 @@ class Ingester:
         attempt = 0
         while True:
             try:
-                result = store.write_trades(trades)
+                self._writer_busy = True
+                try:
+                    result = store.write_trades(trades)
+                finally:
+                    self._writer_busy = False
                 break
             except ConfigError as exc:
                 if len(trades) == 1:
@@ -1877,15 +1920,20 @@ class Ingester:
         fast = fast_parse_trade
         time_ns = time.time_ns
         drop_open = self._drop_open
-        yield_at = min(qmax // 2, 2 * self.settings.batch_max_trades)
+        pause_at = min(qmax // 2, self.settings.batch_max_trades)
         loop = asyncio.get_running_loop()
 
         def resume() -> None:
             if not c.active:
                 return
-            if len(dq) > yield_at // 2:
-                loop.call_later(_YIELD_S, resume)
-                return
+            now = loop.time()
+            if len(dq) >= pause_at:  # the writer has not taken the waiting batch yet
+                if now - c.pause_start < _MAX_PAUSE_S:
+                    loop.call_later(_YIELD_S, resume)
+                    return
+                # The writer is stuck (disk stall), not just busy: read on and
+                # let the bounded queue overflow visibly rather than go stale.
+                c.no_pause_until = now + 1.0
             c.paused = False
             try:
                 conn.transport.resume_reading()
@@ -1934,13 +1982,17 @@ class Ingester:
                 if sym in drop_open:
                     self._close_drop_range(sym, msg.time_ms)
                 append(msg)
-                if depth > yield_at and not c.paused:
-                    # The writer is behind. It needs the GIL back after every
-                    # SQLite step, and a busy thread holding the GIL makes it
-                    # wait a whole switch interval (5 ms) each time: stop
-                    # reading the socket for a moment instead (frames wait in
-                    # the kernel; the loop stays free).
+                if depth >= pause_at and self._writer_busy and not c.paused \
+                        and loop.time() >= c.no_pause_until:
+                    # A full batch waits while the writer is still committing
+                    # the previous one. The writer needs the GIL back after
+                    # every SQLite step, and a thread busy parsing holds it for
+                    # a whole switch interval (5 ms) each time: stop reading
+                    # the socket until the writer takes the waiting batch
+                    # (frames wait in the kernel; the loop stays free). Capped
+                    # at _MAX_PAUSE_S, so a stuck disk shows as overflow.
                     c.paused = True
+                    c.pause_start = loop.time()
                     conn.transport.pause_reading()
                     loop.call_later(_YIELD_S, resume)
             else:

@@ -513,3 +513,24 @@ def test_window_and_band_controls_update_the_plots(tmp_path):
     m.w_rules.value = "zscore >> 2"
     assert "alert rule" in m.message.value and "zscore &gt;&gt; 2" in m.message.value
     assert view.pipeline.spec.rules == ("zscore > 2", "zscore < -2")
+
+
+def test_bokeh_sources_stay_at_their_rollover():
+    """The real ColumnDataSources (Python side of the browser's data) stay bounded."""
+    from quantlab.ui.plots import PairPlots
+
+    spec = PairSpec(symbol_y="ETHUSDT", symbol_x="BTCUSDT", timeframe="1s", window=5, max_bars=50)
+    pipeline = PairPipeline(spec, analytics_factory=FakeState, alert_factory=FakeAlerts,
+                            grace_ms=200)
+    plots = PairPlots(spec)
+    feed = Feed()
+    wall = {"ms": T0}
+    step = FeedStep(feed.drain, [(pipeline, plots.sink)], wall_ms=lambda: wall["ms"])
+    for k in range(500):
+        feed.push("ETHUSDT", T0 + 1000 * k + 10, 10.0 + (k % 3))
+        feed.push("BTCUSDT", T0 + 1000 * k + 20, 5.0)
+        wall["ms"] = T0 + 1000 * k + 900
+        step(float(k))
+    assert len(plots.bars.data["t"]) == 50
+    assert len(plots.forming.data["t"]) == 1
+    assert plots.bars.data["t"][-1] == float(T0 + 1000 * 498)
