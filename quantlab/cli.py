@@ -119,11 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="summary JSON")
     p.set_defaults(func=_cmd_backtest)
 
-    p = sub.add_parser("demo", help="offline tour: replay server + ingest into data/demo.db")
-    p.add_argument("--db", default="data/demo.db")
+    p = sub.add_parser("demo", help="offline tour: replay server + JupyterLab on the live monitor")
+    p.add_argument("--db", default="data/demo.db", help="tick store the monitor's ingester writes")
     p.add_argument("--rate", type=_positive_float, default=50.0, help="synthetic trades per second")
-    p.add_argument("--duration", type=_positive_float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument("--port", type=int, default=8888, help="JupyterLab port")
+    p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.add_argument("--terminal", action="store_true",
+                   help="no JupyterLab: ingest the replay into --db and print live stats")
+    p.add_argument("--duration", type=_positive_float, default=None,
+                   help="--terminal only: seconds to run (default: until Ctrl-C)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("lab", help="JupyterLab on the live monitor, live Binance as the source")
+    p.add_argument("--db", default="data/live.db", help="tick store the monitor's ingester writes")
+    p.add_argument("--port", type=int, default=8888, help="JupyterLab port")
+    p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.set_defaults(func=_cmd_lab)
     return parser
 
 
@@ -159,9 +170,15 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from quantlab import pairs
+    from quantlab import launch
 
-    return pairs.demo_cli(args)
+    return launch.demo_cli(args)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from quantlab import launch
+
+    return launch.lab_cli(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -329,10 +329,10 @@ def backtest_cli(args: Any) -> int:
     return 0
 
 
-def demo_cli(args: Any) -> int:
+def terminal_demo(db: str | Path, rate: float, duration_s: float | None) -> int:
     """``quantlab demo --terminal``: the offline tour without a browser. Starts the
-    replay server on the synthetic pair (BTCUSDT/ETHUSDT at ``--rate`` trades/s),
-    ingests it into ``--db`` and prints the ingester's status line every few
+    replay server on the synthetic pair (BTCUSDT/ETHUSDT at ``rate`` trades/s),
+    ingests it into ``db`` and prints the ingester's status line every few
     seconds, then the pair's analytics on the stored bars. Ctrl-C stops."""
     import signal
     import threading
@@ -340,8 +340,8 @@ def demo_cli(args: Any) -> int:
     from quantlab.ingest import IngestSettings, run_for
     from quantlab.replay import ReplayServer, SyntheticSource
 
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=args.rate, seed=0)
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=rate, seed=0)
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum: int, frame: Any) -> None:
@@ -351,20 +351,20 @@ def demo_cli(args: Any) -> int:
     try:
         with ReplayServer(source) as server:
             print(f"replay server: ws {server.ws_url}  rest {server.rest_url}", flush=True)
-            settings = IngestSettings(symbols=("BTCUSDT", "ETHUSDT"), market="spot", db_path=args.db,
+            settings = IngestSettings(symbols=("BTCUSDT", "ETHUSDT"), market="spot", db_path=str(db),
                                       ws_base=server.ws_url, rest_base=server.rest_url)
             try:
-                run_for(settings, args.duration, status_every_s=2.0)
+                run_for(settings, duration_s, status_every_s=2.0)
             except KeyboardInterrupt:
                 pass
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     try:
-        aligned = load_pair_bars(y="BTCUSDT", x="ETHUSDT", timeframe="1s", db=args.db)
-        result = run_analysis(aligned, window=min(60, max(3, len(aligned) // 2)), health=False)
+        aligned = load_pair_bars(y="BTCUSDT", x="ETHUSDT", timeframe="1s", db=db)
+        result = run_analysis(aligned, window=min(60, max(20, len(aligned) // 2)), health=False)
         s = result.summary()
-        print(f"{len(aligned)} 1s bars in {args.db}: hedge_ratio={s['hedge_ratio']:.4g} "
+        print(f"{len(aligned)} 1s bars in {db}: hedge_ratio={s['hedge_ratio']:.4g} "
               f"adf_pvalue={s['adf_pvalue']:.3g} half_life_bars={s['half_life_bars']}")
     except (InsufficientData, UnknownSymbol) as exc:
         print(f"not enough stored data for analytics yet: {exc}")

@@ -1,0 +1,116 @@
+"""``quantlab demo`` and ``quantlab lab``: JupyterLab on the live monitor.
+
+An entry point (like the CLI): starts processes and a replay server, computes
+nothing. The notebook reads where to connect from the environment
+(``QUANTLAB_SOURCE``, ``QUANTLAB_WS_URL``, ``QUANTLAB_REST_URL``,
+``QUANTLAB_DB``) in its ``parameters`` cell, so papermill ``-p`` values still
+override everything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = Path("notebooks") / "live_monitor.ipynb"
+
+# JupyterLab 4 asks "Select Kernel" on every notebook open unless this
+# setting is on (BROWSER.md); a one-click tour should not start with a dialog.
+_LAB_OVERRIDES = {"@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True}}
+
+
+def ensure_lab_overrides(prefix: str | Path = sys.prefix) -> Path | None:
+    """Merge the autostart-kernel setting into ``<prefix>/share/jupyter/lab/settings/overrides.json``.
+
+    Only inside a virtual environment (``sys.prefix != sys.base_prefix``): a
+    system-wide JupyterLab is the user's, not ours to configure. Returns the
+    file written, or None.
+    """
+    if Path(prefix) == Path(sys.base_prefix):
+        return None
+    path = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    current: dict = {}
+    if path.exists():
+        try:
+            current = json.loads(path.read_text() or "{}")
+        except json.JSONDecodeError:
+            current = {}
+    merged = {**current}
+    for plugin, values in _LAB_OVERRIDES.items():
+        merged[plugin] = {**current.get(plugin, {}), **values}
+    if merged != current:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(merged, indent=2) + "\n")
+    return path
+
+
+def _lab_command(port: int, open_browser: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "jupyterlab", str(NOTEBOOK), "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", f"--ServerApp.root_dir={ROOT}"]
+    if not open_browser:
+        cmd.append("--no-browser")
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd
+
+
+def _run_lab(env: dict[str, str], port: int, open_browser: bool) -> int:
+    ensure_lab_overrides()
+    proc = subprocess.Popen(_lab_command(port, open_browser), cwd=ROOT, env=env)
+
+    def forward(signum: int, frame: Any) -> None:
+        proc.send_signal(signal.SIGTERM)  # Jupyter stops at once on SIGTERM
+
+    previous = signal.signal(signal.SIGTERM, forward) if threading.current_thread() is threading.main_thread() else None
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C: JupyterLab asks to confirm; a second one stops it
+                proc.send_signal(signal.SIGINT)
+                try:
+                    return proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.terminate()
+                    return proc.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def demo_cli(args: Any) -> int:
+    """``quantlab demo``: the offline tour. A replay server streams the synthetic
+    BTCUSDT/ETHUSDT pair at ``--rate`` trades/s; JupyterLab opens the live
+    monitor pointed at it (``--terminal``: ingest and print stats instead)."""
+    if args.terminal:
+        from quantlab.pairs import terminal_demo
+
+        return terminal_demo(args.db, args.rate, args.duration)
+    from quantlab.replay import ReplayServer, SyntheticSource
+
+    db = Path(args.db).resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=args.rate, seed=0)
+    with ReplayServer(source) as server:
+        print(json.dumps({"ws": server.ws_url, "rest": server.rest_url, "db": str(db)}), flush=True)
+        print("offline tour: JupyterLab opens notebooks/live_monitor.ipynb, streaming the synthetic "
+              "pair from the replay server above; Ctrl-C twice stops.", flush=True)
+        env = {**os.environ, "QUANTLAB_SOURCE": "replay", "QUANTLAB_WS_URL": server.ws_url,
+               "QUANTLAB_REST_URL": server.rest_url, "QUANTLAB_DB": str(db)}
+        return _run_lab(env, args.port, not args.no_browser)
+
+
+def lab_cli(args: Any) -> int:
+    """``quantlab lab``: JupyterLab on the live monitor with live Binance as the source."""
+    db = Path(args.db).resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "QUANTLAB_SOURCE": "live", "QUANTLAB_DB": str(db)}
+    for key in ("QUANTLAB_WS_URL", "QUANTLAB_REST_URL"):
+        env.pop(key, None)
+    return _run_lab(env, args.port, not args.no_browser)
