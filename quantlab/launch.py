@@ -84,6 +84,15 @@ def _run_lab(env: dict[str, str], port: int, open_browser: bool) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def seed_store_from_replay(server: Any, db: Path, symbols: tuple[str, ...]) -> int:
+    """Write the replay server's tape (its back-dated history) into the store.
+    Returns the number of trades written; the ingester continues with the next ids."""
+    from quantlab.store import TickStore
+
+    with TickStore(db) as store:
+        return sum(store.write_trades(server.produced(sym)).inserted for sym in symbols)
+
+
 def demo_cli(args: Any) -> int:
     """``quantlab demo``: the offline tour. A replay server streams the synthetic
     BTCUSDT/ETHUSDT pair at ``--rate`` trades/s; JupyterLab opens the live
@@ -96,8 +105,17 @@ def demo_cli(args: Any) -> int:
 
     db = Path(args.db).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
-    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=args.rate, seed=0)
+    # The demo's synthetic ids restart every run: start from a fresh store so the
+    # ingester does not take the new trades for duplicates of the last run's.
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    # Ten minutes of back-dated history in the replay tape, copied into the store:
+    # the monitor loads it on start, so every plot (z-score included) is live at once.
+    history_trades = int(max(args.rate, 1.0) * 600)
+    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=args.rate, seed=0,
+                             prefill=history_trades)
     with ReplayServer(source) as server:
+        seed_store_from_replay(server, db, ("BTCUSDT", "ETHUSDT"))
         print(json.dumps({"ws": server.ws_url, "rest": server.rest_url, "db": str(db)}), flush=True)
         print("offline tour: JupyterLab opens notebooks/live_monitor.ipynb, streaming the synthetic "
               "pair from the replay server above; Ctrl-C twice stops.", flush=True)

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import urllib.request
 
+import nbformat
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_notebooks import _summary
 from tests.util import wait_until
 
 
@@ -47,6 +49,25 @@ def test_demo_starts_replay_and_jupyterlab_on_the_monitor(tmp_path):
         info = wait_until(lambda: _get_json(f"http://127.0.0.1:{port}/api"), timeout=60,
                           message="JupyterLab answering")
         assert "version" in info
+        from quantlab.store import TickStore
+
+        with TickStore(first["db"], read_only=True) as store:  # ten minutes of history seeded
+            bars = store.bars_1s("BTCUSDT")
+            assert (bars.index[-1] - bars.index[0]).total_seconds() > 500
+        # The notebook as the demo's JupyterLab runs it (same QUANTLAB_* environment):
+        # history loads on start, so the z-score is live within seconds, nothing dropped.
+        out_nb = tmp_path / "run.ipynb"
+        nb_env = {**env, "QUANTLAB_SOURCE": "replay", "QUANTLAB_WS_URL": first["ws"],
+                  "QUANTLAB_REST_URL": first["rest"], "QUANTLAB_DB": first["db"]}
+        run = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "live_monitor.ipynb"),
+                              str(out_nb), "-p", "run_seconds", "5", "--cwd", str(ROOT / "notebooks")],
+                             env=nb_env, capture_output=True, text=True, timeout=240)
+        assert run.returncode == 0, run.stderr[-3000:]
+        summary = _summary(nbformat.read(out_nb, as_version=4))
+        pair = summary["pairs"]["ETHUSDT/BTCUSDT"]
+        assert pair["bars"] >= 200, summary  # the seeded history is on the plots at once
+        assert pair["zscore"] is not None and abs(pair["zscore"]) < 50, summary
+        assert summary["ingest"]["dropped"] == 0 and summary["pump_errors"] == 0, summary
         overrides = json.loads((ROOT / ".venv" / "share" / "jupyter" / "lab" / "settings" /
                                 "overrides.json").read_text()) if (ROOT / ".venv").is_dir() else None
         if overrides is not None and sys.prefix != sys.base_prefix:
