@@ -406,7 +406,9 @@ class IngestSettings:
         handshake timeouts, seconds.
     ping_interval_s, ping_timeout_s : client keepalive pings, seconds
         (``None`` disables). Binance's own pings are answered regardless.
-    ws_max_queue : frames websockets buffers before it stops reading the socket.
+    ws_max_queue : ``max_queue`` of websockets' own message queue. Data frames
+        bypass it (they go straight to the ingester's handler, see
+        :func:`_tap_connection_class`); kept for frames that would not.
     batch_max_trades : the writer commits at most this many trades per transaction.
     batch_max_delay_s : and waits at most this long (seconds, <= 0.25) after
         the first trade of a batch before committing it.
@@ -602,8 +604,11 @@ class IngestStats:
 
     def summary(self) -> str:
         """One status line, e.g. for the CLI."""
+        def ms(v: float) -> str:
+            return "-" if math.isnan(v) else f"{v:,.0f}"
+
         return (f"stored {self.trades_stored:,} ({self.trades_per_s:,.0f}/s), "
-                f"lag p50 {self.lag_ms_p50:,.0f} ms p99 {self.lag_ms_p99:,.0f} ms, "
+                f"lag p50 {ms(self.lag_ms_p50)} ms p99 {ms(self.lag_ms_p99)} ms, "
                 f"gaps {self.gaps_found} (backfilled {self.trades_backfilled:,}, "
                 f"unfillable {self.unfillable:,}), reconnects {self.reconnects}, "
                 f"rotations {self.rotations}, dropped {self.dropped:,}, "
@@ -1044,23 +1049,37 @@ class Ingester:
 
     Parameters
     ----------
-    settings : :class:`IngestSettings`; or give its fields as keywords.
+    settings : :class:`IngestSettings`; or give its fields as keywords
+        (``Ingester(symbols=("BTCUSDT",), db_path="x.db")``); keywords given
+        with ``settings`` override its fields.
     store_factory : ``callable(path) -> store`` opening the writer's store;
         defaults to :class:`quantlab.store.TickStore`. For tests.
 
+    Methods
+    -------
+    start() : open the store, start the threads; returns self.
+    stop(timeout) : close, flush, return the final :class:`IngestStats`.
+    wait(timeout) : block until stopped (by :meth:`stop` or a fatal error).
+    subscribe(maxlen) : a :class:`Subscription` to stored trades.
+    status, stats : frozen snapshots (:class:`IngestStatus`, :class:`IngestStats`).
+    status_history() : recent state changes, for display and tests.
+
     Notes
     -----
-    Threads: one daemon thread runs a private asyncio loop (socket reading,
-    watchdog, backfill coordination); one daemon writer thread owns the only
-    :class:`~quantlab.store.TickStore` of this ingester; REST requests run in
-    short-lived daemon threads. Nothing touches the caller's event loop, the
-    loop policy or signal handlers, so it works unchanged inside Jupyter.
+    Threads: one daemon thread runs a private asyncio loop (the WebSocket,
+    watchdog, rotation and backfill coordination); one daemon writer thread
+    owns the only :class:`~quantlab.store.TickStore` of this ingester; REST
+    requests run in short-lived daemon threads. Nothing touches the caller's
+    event loop, the loop policy or signal handlers, so it works unchanged
+    inside Jupyter (no ``nest_asyncio``). An ingester runs once: create a new
+    one to start again (it resumes from the store). On a normal interpreter
+    exit, running ingesters are stopped (and flushed) by an ``atexit`` hook.
 
-    What is guaranteed: every trade id the exchange published for the
-    configured streams between the first trade received and :meth:`stop` is
-    either stored, or recorded in the gaps table as unfillable (REST no longer
-    has it) or as a legitimate USD-M hole. Gaps open when the process dies are
-    resumed by the next start.
+    Examples
+    --------
+    >>> ing = Ingester(symbols=("BTCUSDT", "ETHUSDT"), db_path="data/live.db")
+    >>> ing.status.state
+    'stopped'
     """
 
     def __init__(self, settings: IngestSettings | None = None, *,

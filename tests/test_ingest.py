@@ -31,8 +31,8 @@ from quantlab.binance import Trade, parse_message
 from quantlab.config import settings_from_dict
 from quantlab.errors import ConfigError, FatalFeedError
 from quantlab.ingest import (
-    BackoffPolicy, IngestSettings, Ingester, IngestStats, IngestStatus, RestError, Subscription,
-    TokenBucket, fast_parse_trade, reconcile_raw_futures, run_for,
+    BackoffPolicy, IngestSettings, Ingester, IngestStats, IngestStatus, IngestStopTimeout, RestError,
+    Subscription, TokenBucket, fast_parse_trade, reconcile_raw_futures, run_cli, run_for,
 )
 from quantlab.replay import Faults, ReplayServer, SyntheticSource
 from quantlab.store import StoreError, TickStore
@@ -335,7 +335,7 @@ def test_garbage_frames_are_counted_and_ignored(tmp_path):
 
 
 def test_id_gap_is_filled_from_rest_through_a_429(tmp_path):
-    lo, hi = BTC_SPOT_FIRST + 2500, BTC_SPOT_FIRST + 2899
+    lo, hi = BTC_SPOT_FIRST + 1500, BTC_SPOT_FIRST + 1899
     with replay(Faults(skip_ids=(lo, hi), skip_symbol="BTCUSDT", rest_429_count=1, retry_after_s=1)) as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db")).start()
         run_until(ing, lambda: ing.stats.trades_backfilled >= 400 and ing.status.pending_gaps == 0,
@@ -389,6 +389,20 @@ def test_own_rotation_before_max_age_overlaps_without_loss_or_duplicates(tmp_pat
         check_complete(tmp_path / "t.db", srv)
     assert stats.gaps_found == 0 and stats.reconnects == 0
     assert stats.trades_stored == stats.trades_received - stats.duplicates
+
+
+def test_usdm_agg_trade_stream_reconnects_and_fills_by_agg_id(tmp_path):
+    with replay(Faults(drop_after_messages=800), market="usdm", rate=3000.0) as srv:
+        ing = Ingester(settings(srv, tmp_path / "a.db", market="usdm", stream="aggTrade")).start()
+        assert ing.settings.stream_url.startswith(srv.ws_url + "/market/stream?streams=")
+        run_until(ing, lambda: ing.stats.reconnects >= 2 and ing.status.pending_gaps == 0
+                  and ing.stats.trades_backfilled > 0, message="aggTrade gaps filled")
+        stats = ing.stop()
+        check_complete(tmp_path / "a.db", srv, market="usdm", kind="aggTrade")
+    assert stats.unfillable == 0 and stats.holes == 0  # aggregate ids are contiguous
+    with TickStore(tmp_path / "a.db", read_only=True) as store:
+        ticks = store.ticks("BTCUSDT", market="usdm", kind="aggTrade")
+    assert (ticks.first_trade_id <= ticks.last_trade_id).all()
 
 
 def test_kill_9_mid_stream_leaves_a_clean_db_and_restart_fills_the_hole(tmp_path):
@@ -489,7 +503,7 @@ def test_futures_non_market_prints_are_stored_but_never_reach_bars(tmp_path):
 
 def test_futures_gap_is_reconciled_with_aggtrades(tmp_path):
     db = tmp_path / "g.db"
-    lo, hi = BTC_USDM_FIRST + 2500, BTC_USDM_FIRST + 2999
+    lo, hi = BTC_USDM_FIRST + 1500, BTC_USDM_FIRST + 1999
     faults = Faults(skip_ids=(lo, hi), skip_symbol="BTCUSDT")
     with replay(faults, market="usdm", non_market_fraction=0.05, hole_fraction=0.0) as srv:
         ing = Ingester(settings(srv, db, market="usdm", stream="trade")).start()
@@ -646,3 +660,34 @@ def test_import_starts_nothing():
             "assert threading.active_count() == 1, threading.enumerate(); "
             "assert 'websockets' not in sys.modules, 'websockets imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_stop_timeout_is_reported_and_stop_can_be_called_again(tmp_path):
+    class SlowCommit(TickStore):
+        def write_trades(self, trades):
+            time.sleep(0.3)
+            return super().write_trades(trades)
+
+    with replay(rate=2000.0) as srv:
+        ing = Ingester(settings(srv, tmp_path / "t.db"), store_factory=SlowCommit).start()
+        run_until(ing, lambda: ing.stats.trades_stored > 0, message="a first commit")
+        with pytest.raises(IngestStopTimeout, match="call stop\\(\\) again"):
+            ing.stop(timeout=0.01)
+        stats = ing.stop(timeout=20)
+    assert not ing.running and stats.queue_depth == 0
+    with TickStore(tmp_path / "t.db", read_only=True) as store:
+        assert store.count() == stats.trades_received == stats.trades_stored
+
+
+def test_run_cli_ingests_for_a_duration_and_prints_status_lines(tmp_path, capsys):
+    from argparse import Namespace
+
+    with replay(rate=500.0) as srv:
+        args = Namespace(market="spot", symbols=list(SYMS), stream="trade", db=str(tmp_path / "c.db"),
+                         ws_url=srv.ws_url, rest_url=srv.rest_url, stale_after=None, duration=1.5,
+                         status_every=0.5)
+        assert run_cli(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) >= 3 and out[-1].startswith("final stopped") and "stored" in out[-1]
+    with TickStore(tmp_path / "c.db", read_only=True) as store:
+        assert store.count() > 0
