@@ -151,3 +151,116 @@ def test_reset_and_bad_options():
         LivePairState(10, "lasso")
     with pytest.raises(ConfigError, match="window"):
         LivePairState(2)
+
+
+# -- peek, errors and the result dicts (the state machine of live.py) -----------------------
+def same(a, b) -> bool:
+    """Equal, NaN equal to NaN (for floats, dicts of them, tuples)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b or (a != a and b != b)
+
+
+@pytest.mark.parametrize("hedge,kw", [
+    ("rolling-ols", {}),
+    ("rolling-ols", {"log_prices": True, "corr_of": "levels", "z_window": 25,
+                     "corr_window": 35, "fit_intercept": False}),
+    ("ols", {"fit_intercept": False}),
+    ("huber", {"refit_every": 5}),
+    ("theil-sen", {"refit_every": 9}),
+    ("kalman", {}),                                     # estimated on the warm-up bars
+    ("kalman", {"kalman_delta": 1e-9, "kalman_obs_var": 30.0}),
+])
+def test_peek_never_commits_any_state(gappy_pair, hedge, kw):
+    """Peeks (odd prices, NaN, zero) between the updates of one instance leave
+    every later update, n_bars, last_time and health() exactly as an instance
+    that never peeks; recentring every 7 bars exercises the rare paths."""
+    y, x = gappy_pair
+    y, x = y[:900].tolist(), x[:900].tolist()
+    opts = dict(recompute_every=7, health_window=200, **kw)
+    a, b = LivePairState(30, hedge, **opts), LivePairState(30, hedge, **opts)
+    for i, (yi, xi) in enumerate(zip(y, x)):
+        for py_, px_ in ((yi * 1.3, xi * 0.7), (math.nan, xi), (0.0, -xi), (yi, xi)):
+            a.peek(py_, px_)
+        assert a.n_bars == b.n_bars == i and a.last_time == b.last_time
+        ra, rb = a.update(i, yi, xi), b.update(i, yi, xi)
+        assert same(ra, rb), (i, ra, rb)
+    assert a.n_bars == 900 and a.last_time == 899
+    assert same(a.health(), b.health())
+
+
+def test_peek_saves_every_state_variable():
+    """Guard for LivePairState._state_machine: every variable that is both set up before
+    the bar loop and assigned in it is state, and must be in the tuple a peek
+    saves and restores."""
+    import ast
+    import inspect
+    import textwrap
+
+    from quantlab.analytics import live
+
+    fn = ast.parse(textwrap.dedent(inspect.getsource(live.LivePairState._state_machine))).body[0]
+    loop = next(n for n in fn.body if isinstance(n, ast.While))
+
+    def stored(nodes):
+        return {n.id for node in nodes for n in ast.walk(node)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+    state = (stored(fn.body[:fn.body.index(loop)]) & stored(loop.body)) - {"out"}
+    saved = next(n for n in ast.walk(loop) if isinstance(n, ast.Assign)
+                 and getattr(n.targets[0], "id", None) == "saved").value
+    assert state - {e.id for e in saved.elts} == set()
+    assert len(state) > 40
+
+
+def test_an_exception_in_a_bar_leaves_the_state_usable(gappy_pair, monkeypatch):
+    """A bar that raises (here the robust re-fit) raises from update/peek, and
+    the instance goes on as if that bar had not been sent."""
+    from quantlab.analytics import live
+
+    y, x = gappy_pair
+    y, x = y[:300].tolist(), x[:300].tolist()
+    a, b = LivePairState(20, "huber", refit_every=4), LivePairState(20, "huber", refit_every=4)
+    real_fit = live.robust_window_fit
+
+    def failing_fit(*args):
+        raise FloatingPointError("boom")
+
+    for i, (yi, xi) in enumerate(zip(y, x)):
+        if i in (39, 40, 199):                          # refit bars (19 + 4k), and not
+            monkeypatch.setattr(live, "robust_window_fit", failing_fit)
+            if i != 40:
+                with pytest.raises(FloatingPointError):
+                    a.peek(yi, xi)
+                with pytest.raises(FloatingPointError):
+                    a.update(i, yi, xi)
+            monkeypatch.setattr(live, "robust_window_fit", real_fit)
+        assert same(a.update(i, yi, xi), b.update(i, yi, xi)), i
+    assert a.n_bars == 300
+
+
+def test_results_are_new_dicts_with_the_documented_keys():
+    y, x = cointegrated_pair(200, seed=3)
+    keys = ["time", "y", "x", "beta", "alpha", "spread", "spread_mean", "spread_std",
+            "zscore", "corr", "half_life"]
+    for hedge, extra in (("rolling-ols", []), ("kalman", ["kalman_beta"])):
+        st = LivePairState(20, hedge, kalman_delta=1e-9, kalman_obs_var=25.0)
+        rows = [st.update(i, y[i], x[i]) for i in range(200)]   # numpy scalars in
+        assert [list(r) for r in rows] == [keys + extra] * 200
+        assert all(type(v) is float for k, v in rows[-1].items() if k != "time")
+        assert len({id(r) for r in rows}) == 200                 # kept rows stay as they were
+        rows[-1]["zscore"] = "changed"
+        assert isinstance(st.peek(y[0], x[0])["zscore"], float)
+        assert pd.DataFrame(rows)["beta"].notna().sum() > 100
+        assert LivePairState.update(st, 200, y[1], x[1])["time"] == 200   # the class method
+
+
+def test_recentring_every_few_bars_keeps_parity(gappy_pair):
+    """The exact recomputation (here every 5 bars, NaN bars in the rings) gives
+    the same values as the batch path."""
+    y, x = gappy_pair
+    for hedge in ("rolling-ols", "kalman"):
+        batch = analyze(y, x, window=40, hedge=hedge, health=False, with_kalman=False).frame
+        live = replay(LivePairState(40, hedge, health_window=None, recompute_every=5), y, x,
+                      check_peek=False)
+        assert_same(batch, live, LIVE_COLUMNS)

@@ -9,33 +9,58 @@ so the live monitor can refresh the spread and z-score on every tick.
 Numerical method
 ----------------
 Each trailing window keeps a ring buffer and running sums of its values
-centred on a reference :math:`r` (sum, sum of squares, cross products). Adding
-the new bar and removing the oldest costs O(1), but the rounding errors of
-those additions accumulate, and prices of order :math:`10^4`-:math:`10^5`
-squared leave little precision for a window variance of a few units. So every
+centred on a reference :math:`r` (sum, sum of squares, cross products). The
+ring holds each bar's deviation :math:`v - r`, the very number added to the
+sums, so dropping the oldest bar subtracts exactly what was added. Adding the
+new bar and removing the oldest costs O(1), but the rounding errors of those
+additions accumulate, and prices of order :math:`10^4`-:math:`10^5` squared
+leave little precision for a window variance of a few units. So every
 ``recompute_every`` bars (default: four window lengths, at least 256 bars;
-amortised O(1)) the sums are recomputed exactly from the ring buffer around a
-new reference, the buffer's mean (also right after the first finite value, so
-that the very first window is already centred): the error never builds up over
-more than one cadence, and the centred values stay as small as the price range
-over a few windows (the 1e8-price test keeps beta within 1e-9 of a two-pass
-computation). The expanding OLS uses Welford's update (no buffer needed). The
-Kalman filter is the same arithmetic as the batch loop.
+amortised O(1)) the sums are recomputed exactly (``math.fsum``) from the ring
+around a new reference, the window's mean (also right after the first finite
+value, so that the very first window is already centred), and the ring is
+rewritten as deviations from it: the error never builds up over more than one
+cadence, and the centred values stay as small as the price range over a few
+windows (the 1e8-price test keeps beta within 1e-9 of a two-pass computation).
+The expanding OLS uses Welford's update (no buffer needed). The Kalman filter
+is the same arithmetic as the batch loop.
 
 The z-score and the rolling half-life share one ring: before bar :math:`t`
 is added, the ring holds :math:`s_{t-Z} \ldots s_{t-1}`, exactly the lags of
 the half-life regression, so that regression only needs one more running sum
-(lag-1 products :math:`\sum u_j u_{j+1}`).
+(lag-1 products :math:`\sum u_j u_{j+1}`), and its regressor's sum of squares
+is the z window's at the previous bar.
 
-Speed: all state lives in the cells of one closure (no attribute look-ups, one
-Python call per bar); about 6 us per bar for rolling OLS + z + corr +
-half-life on a busy 2-core machine whose pure-Python speed is ~2.3x below a
-current desktop (see ``benchmarks/analytics.py``).
+Speed
+-----
+The budget is a few microseconds of pure Python per bar (target < 5 us on the
+benchmark machine, ``benchmarks/analytics.py``), where one float operation
+costs ~15 ns and building the 11-key result dict ~0.3 us. So:
+
+* the state lives in the local variables of one generator (``_state_machine``),
+  which ``update`` resumes once per bar: local variables are CPython's fastest
+  storage, and a suspended generator keeps them, with no frame to build or
+  tear down per bar (a closure over ~70 cells was ~5% slower);
+* ``peek`` runs the same code, saving the state first and putting it back
+  after, so a peeked bar gives exactly the numbers its ``update`` would, with
+  no second copy of the arithmetic;
+* the common case (a valid bar entering a window full of valid bars) takes a
+  short path that adds the new bar and drops the oldest in one difference;
+  NaN bars and warm-up go through small helper functions;
+* divisions by a window length are multiplications by its inverse, and logs
+  are ``math.log2`` (``math.log`` is several times slower in CPython 3.11,
+  as it parses an optional base);
+* rings of equal length share one slot index, and the rare work (recentring,
+  trimming the bars kept for :meth:`LivePairState.health`) hides behind one
+  "next due bar" test.
+
 """
 from __future__ import annotations
 
-import collections
 import math
+from itertools import repeat
+from math import fsum, isnan, log, log2, sqrt
+from operator import add, mul, sub
 
 import numpy as np
 
@@ -49,51 +74,137 @@ from quantlab.errors import ConfigError
 __all__ = ["LivePairState"]
 
 _NAN = math.nan
+_COUNTS = (None, None, None, None)   # asks the state machine for (n_bars, last_time)
+_FAILED = object()                   # yielded by the state machine when a bar raised
 
 
-def _recentre1(buf: list) -> tuple:
-    """Exact recomputation of a one-series window: (bad, r, s, ss) centred on
-    the mean of the finite values."""
-    vals = [v for v in buf if v == v]
-    r = math.fsum(vals) / len(vals) if vals else 0.0
-    s = ss = 0.0
-    for v in vals:
-        d = v - r
-        s += d
-        ss += d * d
-    return len(buf) - len(vals), r, s, ss
+# -- exact recentring (every few window lengths: amortised O(1)) -------------------------
+# The rings hold each bar's deviation from the window's reference, NaN for NaN bars.
+def _rebase(buf: list, old: float) -> tuple:
+    """Rewrite ``buf`` (deviations from ``old``) as deviations from the mean of
+    its finite values; returns ``(that mean, the finite deviations)``. The
+    values themselves come back exactly for prices: ``v - old`` was exact
+    (Sterbenz), so ``(v - old) + old == v``. (C-level ``map`` and ``fsum``:
+    a few microseconds for 60 bars.)"""
+    n = len(buf)
+    vals = list(map(add, buf, repeat(old, n)))         # the values themselves
+    has_nan = any(map(isnan, vals))
+    finite = [v for v in vals if v == v] if has_nan else vals
+    if not finite:
+        return old, finite
+    r = fsum(finite) / len(finite)
+    buf[:] = map(sub, vals, repeat(r, n))
+    return r, [d for d in buf if d == d] if has_nan else buf
 
 
-def _recentre2(ba: list, bb: list) -> tuple:
-    """Exact recomputation of a pair window: (bad, ra, rb, sa, sb, saa, sbb, sab)."""
-    pairs = [(a, b) for a, b in zip(ba, bb) if a == a]
-    k = len(pairs)
-    ra = math.fsum(a for a, _ in pairs) / k if k else 0.0
-    rb = math.fsum(b for _, b in pairs) / k if k else 0.0
-    sa = sb = saa = sbb = sab = 0.0
-    for a, b in pairs:
-        da = a - ra
-        db = b - rb
-        sa += da
-        sb += db
-        saa += da * da
-        sbb += db * db
-        sab += da * db
-    return len(ba) - k, ra, rb, sa, sb, saa, sbb, sab
+def _recentre2(ba: list, bb: list, ra: float, rb: float) -> tuple:
+    """Pair window (a bar is NaN in both rings or in neither): re-centred on its
+    mean, rings rewritten; returns ``(bad, ra, rb, sa, sb, saa, sbb, sab)``,
+    exactly rounded sums."""
+    ra, da = _rebase(ba, ra)
+    rb, db = _rebase(bb, rb)
+    return (len(ba) - len(da), ra, rb, fsum(da), fsum(db), fsum(map(mul, da, da)),
+            fsum(map(mul, db, db)), fsum(map(mul, da, db)))
 
 
-def _lag_products(vals: list, r: float) -> float:
-    """Sum of (a - r)(b - r) over consecutive finite pairs of ``vals``."""
-    out = 0.0
-    for a, b in zip(vals, vals[1:]):
-        if a == a and b == b:
-            out += (a - r) * (b - r)
-    return out
+def _recentre1(buf: list, r: float, k: int, gone: float) -> tuple:
+    """Spread window (``k`` = next write slot, ``gone`` = deviation of the
+    spread that left last): re-centred on its mean, ring rewritten; returns
+    ``(bad, r, s, ss, p, gone, prev)`` with ``p`` the lag-1 products over
+    ``gone`` and the ring oldest first, ``prev`` the newest deviation."""
+    r_new, d = _rebase(buf, r)
+    if r_new != r:
+        gone = (gone + r) - r_new
+    seq = [gone] + buf[k:] + buf[:k]
+    prods = list(map(mul, seq, seq[1:]))
+    if any(map(isnan, prods)):                         # pairs touching a NaN: left out
+        prods = [v for v in prods if v == v]
+    p = fsum(prods)
+    return len(buf) - len(d), r_new, fsum(d), fsum(map(mul, d, d)), p, gone, buf[k - 1]
+
+
+# -- the slow paths of a bar: a NaN bar enters or leaves a window, or the window still
+# holds NaN bars (warm-up). The same sums as the fast path, on deviations, one bar at a
+# time, counting the window's NaN bars in ``bad``.
+def _slide2(bad: int, sa: float, sb: float, saa: float, sbb: float, sab: float,
+            a: float, b: float, oa: float, ob: float) -> tuple:
+    """Pair window: add (a, b) (NaN together), drop (oa, ob) (NaN together).
+    Returns (bad, sa, sb, saa, sbb, sab)."""
+    if a == a:
+        sa += a
+        sb += b
+        saa += a * a
+        sbb += b * b
+        sab += a * b
+    else:
+        bad += 1
+    if oa == oa:
+        sa -= oa
+        sb -= ob
+        saa -= oa * oa
+        sbb -= ob * ob
+        sab -= oa * ob
+    else:
+        bad -= 1
+    return bad, sa, sb, saa, sbb, sab
+
+
+def _slide1(bad: int, s: float, ss: float, p: float, new: float, old: float,
+            prev: float, gone: float) -> tuple:
+    """Spread window: add ``new``, drop ``old``; ``p`` (lag-1 products) gains
+    the pair (prev, new) and loses (gone, old). Returns (bad, s, ss, p)."""
+    if old == old and gone == gone:
+        p -= gone * old
+    if new == new and prev == prev:
+        p += prev * new
+    if new == new:
+        s += new
+        ss += new * new
+    else:
+        bad += 1
+    if old == old:
+        s -= old
+        ss -= old * old
+    else:
+        bad -= 1
+    return bad, s, ss, p
+
+
+def _robust_fit(hx: list, hy: list, rx: float, ry: float, k: int, x: float, y: float,
+                hedge: str, intercept: bool) -> tuple:
+    """Huber / Theil-Sen (alpha, beta) on the window ending with the bar (x, y)
+    about to replace slot ``k`` of the hedge ring (deviations from (rx, ry));
+    NaN if the window has a NaN."""
+    j = k + 1 if k + 1 < len(hx) else 0                # the oldest bar that stays
+    wx = [d + rx for d in _ordered(hx, j)[:-1]]
+    wy = [d + ry for d in _ordered(hy, j)[:-1]]
+    wx.append(x)
+    wy.append(y)
+    if any(v != v for v in wx):                        # (x and y are NaN together)
+        return _NAN, _NAN
+    fa, fb = robust_window_fit(np.array([wy]), np.array([wx]), hedge, intercept)
+    return float(fa[0]), float(fb[0])
 
 
 def _ordered(buf: list, i: int) -> list:
     """Ring buffer contents oldest first (``i`` = next write position)."""
     return buf[i:] + buf[:i]
+
+
+def _ols_fit(n: int, mx: float, my: float, cxx: float, cxy: float, W: int,
+             intercept: bool) -> tuple:
+    """Expanding OLS (alpha, beta) from Welford's n, means and centred sums."""
+    if n < W:
+        return _NAN, _NAN
+    if intercept:
+        if cxx <= TINY_REL_VAR * n * mx * mx or cxx <= 0.0:
+            return _NAN, _NAN
+        beta = cxy / cxx
+        return my - beta * mx, beta
+    rxx = cxx + n * mx * mx
+    if rxx > 0.0:
+        return 0.0, (cxy + n * mx * my) / rxx
+    return _NAN, _NAN
 
 
 class LivePairState:
@@ -135,9 +246,17 @@ class LivePairState:
     NaN until enough bars (:meth:`shortfall` says how many). Every value at bar
     :math:`t` uses bars up to and including :math:`t`.
 
+    Each call returns a new dict: callers may keep it (a list of them makes a
+    DataFrame) or change it.
+
     ``peek`` during a Kalman warm-up returns NaN values (the estimation runs
     once, when the last warm-up bar is committed). A Huber/Theil-Sen peek on a
     re-fit bar fits the window with the forming bar (a small numpy fit).
+
+    ``update`` and ``peek`` are set on the instance by :meth:`reset` (a loop
+    can keep ``up = state.update``; ``reset`` replaces them). One instance
+    serves one thread at a time: a call made while another call on the same
+    instance runs raises ``ValueError: generator already executing``.
 
     Examples
     --------
@@ -157,8 +276,8 @@ class LivePairState:
                  recompute_every: int | None = None):
         self.window = W = check_int("window", window, 3)
         self.hedge = normalise_hedge(hedge)
-        self.z_window = Z = W if z_window is None else check_int("z_window", z_window, 3)
-        self.corr_window = C = W if corr_window is None else check_int("corr_window", corr_window, 3)
+        self.z_window = W if z_window is None else check_int("z_window", z_window, 3)
+        self.corr_window = W if corr_window is None else check_int("corr_window", corr_window, 3)
         require_choice("corr_of", corr_of, ("returns", "levels"))
         self.corr_of = corr_of
         self.log_prices = bool(log_prices)
@@ -180,31 +299,51 @@ class LivePairState:
             check_int("health_window", health_window, 20)
         self.recompute_every = None if recompute_every is None else \
             check_int("recompute_every", recompute_every, 1)
-        self._hist = collections.deque(maxlen=self.health_window + W) \
-            if self.health_window else None
+        # bars kept for health(): its window plus one hedge window
+        self._hist_len = self.health_window + W if self.health_window else 0
         self.reset()
 
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget every bar (keeps the configuration)."""
-        if self._hist is not None:
-            self._hist.clear()
         self.kalman_params = None
-        step, self._counts = self._build()
-        # The hot path: ``update`` is the closure itself (an instance attribute
-        # shadowing the documented method below), one Python call per bar.
-        self.update = step
-        self._step = step
+        self._hist_y: list = []                 # closes kept for health(), oldest first
+        self._hist_x: list = []
+        errors: list = []                       # the exception of a bar that raised
+        gen = self._state_machine(errors)
+        next(gen)                               # run it to its first ``yield``
+        send = gen.send
+
+        # The hot path: ``update`` and ``peek`` are these small functions (instance
+        # attributes shadowing the documented methods below). The generator
+        # yields the bar's dict, or _FAILED when the bar raised, the exception
+        # then being re-raised here: an exception escaping a generator would end
+        # it, and the state with it.
+        def update(t, y, x):
+            out = send((t, float(y), float(x), True))
+            if out is not _FAILED:
+                return out
+            raise errors.pop()
+
+        def peek(y, x, t=None):
+            out = send((t, float(y), float(x), False))
+            if out is not _FAILED:
+                return out
+            raise errors.pop()
+
+        self.update = update
+        self.peek = peek
+        self._send = send
 
     @property
     def n_bars(self) -> int:
         """Bars committed so far."""
-        return self._counts()[0]
+        return self._send(_COUNTS)[0]
 
     @property
     def last_time(self):
         """``t`` of the last committed bar (None before the first)."""
-        return self._counts()[1]
+        return self._send(_COUNTS)[1]
 
     def needs(self) -> dict[str, int]:
         """Bars each output needs (see :func:`quantlab.analytics.bars_needed`)."""
@@ -222,15 +361,16 @@ class LivePairState:
         """True once every output has had enough bars."""
         return not self.shortfall()
 
-    # -- public steps -----------------------------------------------------------------------
-    def update(self, t, y: float, x: float) -> dict:  # replaced per instance by the closure
-        """Commit the closed bar ``t`` with closes ``y``, ``x``; return its values."""
-        return self._step(t, y, x, True)
+    # -- public steps (documentation only: ``reset`` binds the fast versions) -------------
+    def update(self, t, y: float, x: float) -> dict:
+        """Commit the closed bar ``t`` with closes ``y``, ``x``; return its values
+        (a new dict each call: callers may keep it)."""
+        return self.__dict__["update"](t, y, x)
 
     def peek(self, y: float, x: float, t=None) -> dict:
         """Values for a forming bar with current prices ``y``, ``x``; nothing is
         committed (the next ``update`` is unaffected)."""
-        return self._step(t, y, x, False)
+        return self.__dict__["peek"](y, x, t)
 
     def health(self, **kwargs) -> dict:
         """Relationship health on the kept bars (:func:`quantlab.analytics.health_at`):
@@ -238,10 +378,10 @@ class LivePairState:
         slow cadence (every K bars or seconds), not on every tick."""
         from quantlab.analytics.health import health_at
 
-        if self._hist is None:
+        if not self._hist_len:
             raise ConfigError("health_window", None, "a number of bars (health is off)")
-        ys = np.fromiter((p[0] for p in self._hist), dtype=float, count=len(self._hist))
-        xs = np.fromiter((p[1] for p in self._hist), dtype=float, count=len(self._hist))
+        ys = np.array(self._hist_y[-self._hist_len:], dtype=float)
+        xs = np.array(self._hist_x[-self._hist_len:], dtype=float)
         return health_at(ys, xs, window=self.health_window, beta_window=self.window,
                          log_prices=self.log_prices, **kwargs)
 
@@ -258,230 +398,183 @@ class LivePairState:
         last = (A[-2] if len(A) > 1 else _NAN, B[-2] if len(B) > 1 else _NAN, E[-1], Q[-1], B[-1])
         return state, vw, ve, last
 
-    def _build(self):
-        """Build the step function. All state lives in closure cells (local-speed
-        access, no attribute look-ups); ``commit=False`` computes the same
-        numbers without writing any cell (``peek``)."""
+    def _state_machine(self, errors: list):
+        """The state machine behind ``update`` and ``peek``: a generator that
+        receives ``(t, y, x, commit)`` (floats ``y``, ``x``) and yields the bar's
+        values, or ``_FAILED`` after appending the exception the bar raised to
+        ``errors``.
+
+        Why a generator: its local variables live on between bars, so the whole
+        state is plain local variables (the fastest access CPython has), with no
+        frame to build or tear down per bar. ``commit=False`` (``peek``) saves
+        the state before the bar and puts it back after, so a peeked bar gives
+        exactly the numbers its ``update`` would; what a peek must not touch at
+        all (bars kept for health, Kalman warm-up buffer, recentring) is under
+        ``if commit``. ``commit=None`` asks for ``(n_bars, last_time)``.
+        """
         W, Z, C = self.window, self.z_window, self.corr_window
         rc = self.recompute_every
         h_every, z_every, c_every = (rc or max(4 * W, 256), rc or max(4 * Z, 256),
                                      rc or max(4 * C, 256))
-        mode = {"rolling-ols": 0, "ols": 1, "huber": 2, "theil-sen": 2, "kalman": 3}[self.hedge]
+        hedge = self.hedge
+        windowed = hedge in ("rolling-ols", "huber", "theil-sen")   # on the hedge ring
+        rolling = hedge == "rolling-ols"
+        kalman = hedge == "kalman"
         intercept = self.fit_intercept
         log_prices = self.log_prices
         returns = self.corr_of == "returns"
-        hedge = self.hedge
         refit_every = self.refit_every
         kwarm = self.kalman_warmup
-        me = self
+        hist_y, hist_x, hist_len = self._hist_y, self._hist_x, self._hist_len
+        keep_hist = hist_len > 0
+        # Multiplying by 1/window is a specialised float multiply in CPython 3.11
+        # (a division is a generic, slower, operation) ...
+        iW, iZ, iC = 1.0 / W, 1.0 / Z, 1.0 / C
+        izden = 1.0 / (Z - 1)
+        # ... and a variance is compared with TINY * window * mean^2 folded once
         TINY = TINY_REL_VAR
+        TW, TZ, TC = TINY * W, TINY * Z, TINY * C
         nan = _NAN
         inf = math.inf
-        log = math.log
-        sqrt = math.sqrt
-        LN2 = 0.6931471805599453
-        zden = Z - 1.0
+        # rings of equal length (the default) share the slot index
+        z_shared = Z == W
+        c_shared = C == W
+        NEVER = 1 << 62
 
-        # hedge window (x, y), also the robust fits' buffer
-        hx = [nan] * W
+        # Rings: the bar committed as the n-th (from 0) goes to slot n % length, so
+        # before that bar the slot holds the oldest bar of the window, the one that
+        # leaves. A ring holds each bar's deviation from its window's reference
+        # (the very number added to the running sums, so removing it later
+        # subtracts exactly what was added, and costs no subtraction); a NaN bar
+        # is NaN in both rings of a pair.
+        hx = [nan] * W            # hedge window (x, y), also the robust fits' buffer
         hy = [nan] * W
-        hi = 0
+        zb = [nan] * Z            # spreads: z-score and half-life
+        ca = [nan] * C            # correlation window (returns or closes)
+        cb = [nan] * C
+        kbuf_y: list = []         # Kalman warm-up bars
+        kbuf_x: list = []
+
+        # ---- the state (every name below is saved and restored by a peek) ----------
+        nbar = 0
+        last_t = None
+        # hedge window: NaN bars in it, reference (rx, ry), centred sums
         hbad = W
         hrx = hry = hsx = hsy = hsxx = hsxy = 0.0
-        hsince = h_every - 1      # first recompute right after the first bar: sets the reference
-        # spread window (z-score and half-life): ring of the last Z spreads, centred
-        # sums, and zp = sum of lag-1 products u_j u_{j+1} over the Z pairs ending
-        # in the window (zgone = the spread that left the ring last)
-        zb = [nan] * Z
-        zi = 0
+        # spread window: centred sums, zp = sum of lag-1 products u_j u_{j+1} over
+        # the Z pairs ending in the window (zgone = the spread that left last,
+        # zprev = the last spread, as deviations), zlag_m2 = centred sum of
+        # squares of the ring at the last commit (the half-life regressor's, see
+        # below), NaN if too small to regress on
         zbad = Z
         zr = zs = zss = zp = 0.0
-        zgone = nan
-        zsince = z_every - 1
+        zgone = zprev = zlag_m2 = nan
         # correlation window
-        ca = [nan] * C
-        cb = [nan] * C
-        ci = 0
         cbad = C
         cra = crb = csa = csb = csaa = csbb = csab = 0.0
-        csince = c_every - 1
-        prev_s = py = px = nan
+        py = px = nan             # last closes if positive (returns)
         # expanding OLS (Welford)
         en = 0
         emx = emy = ecxx = ecxy = 0.0
-        # robust: held fit; Kalman state
+        # robust: held fit
         ra_ = rb_ = nan
-        kbuf_y: list = []
-        kbuf_x: list = []
+        # Kalman
         kready = False            # parameters known (warm-up done)
         ka = kb = kp00 = kp01 = kp11 = nan
         kstart = False            # diffuse start done
         kfy = kfx = nan
         kgap = 0
         kvw = kve = nan
-        nbar = 0
-        last_t = None
-        hist_append = self._hist.append if self._hist is not None else None
+        # Rare work (exact recentring, trimming the health bars) is done when
+        # nbar reaches next_due: one test per bar. The bar count at which each
+        # window is due to be recentred (the first right after the first bar:
+        # that sets the reference), and the health lists to be trimmed.
+        h_next = 1 if windowed else NEVER
+        z_next = c_next = next_due = 1
+        hist_next = 2 * hist_len if keep_hist else NEVER
 
-        def counts():
-            return nbar, last_t
-
-        def step(t, y, x, commit=True):
-            nonlocal hi, hbad, hrx, hry, hsx, hsy, hsxx, hsxy, hsince
-            nonlocal zi, zbad, zr, zs, zss, zp, zgone, zsince
-            nonlocal ci, cbad, cra, crb, csa, csb, csaa, csbb, csab, csince
-            nonlocal prev_s, py, px, en, emx, emy, ecxx, ecxy, ra_, rb_
-            nonlocal kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap, kvw, kve, nbar, last_t
-            y = float(y)
-            x = float(x)
-            if log_prices:
-                ys = log(y) if y > 0.0 else nan
-                xs = log(x) if x > 0.0 else nan
-            else:
-                ys = y
-                xs = x
-            ok = ys == ys and xs == xs
-            kbeta = None
-            # ---- hedge ----------------------------------------------------------------
-            if mode == 0 or mode == 2:
-                ox = hx[hi]
-                sx = hsx
-                sy = hsy
-                sxx = hsxx
-                sxy = hsxy
-                bad = hbad
-                if ok:
-                    dx = xs - hrx
-                    dy = ys - hry
-                    sx += dx
-                    sy += dy
-                    sxx += dx * dx
-                    sxy += dx * dy
+        out = None
+        while True:
+            t, y, x, commit = yield out
+            if not commit:
+                if commit is None:                    # n_bars / last_time
+                    out = (nbar, last_t)
+                    continue
+                saved = (nbar, last_t, hbad, hrx, hry, hsx, hsy, hsxx, hsxy,
+                         zbad, zr, zs, zss, zp, zgone, zprev, zlag_m2,
+                         cbad, cra, crb, csa, csb, csaa, csbb, csab, py, px,
+                         en, emx, emy, ecxx, ecxy, ra_, rb_,
+                         kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap, kvw, kve,
+                         h_next, z_next, c_next, next_due, hist_next)
+                ph, pz, pc = nbar % W, nbar % Z, nbar % C      # the slots this bar writes
+                slots = hx[ph], hy[ph], zb[pz], ca[pc], cb[pc]
+            try:
+                if log_prices:
+                    ys = log(y) if y > 0.0 else nan
+                    xs = log(x) if x > 0.0 else nan
                 else:
-                    bad += 1
-                if ox == ox:
-                    dx = ox - hrx
-                    dy = hy[hi] - hry
-                    sx -= dx
-                    sy -= dy
-                    sxx -= dx * dx
-                    sxy -= dx * dy
-                else:
-                    bad -= 1
-                if mode == 0:
-                    if bad:
+                    ys = y
+                    xs = x
+                ok = ys == ys and xs == xs
+                k = nbar % W                          # this bar's slot in the hedge ring
+                # ---- hedge: alpha, beta, spread (kbeta: Kalman's filtered beta) -----
+                if windowed:
+                    if not rolling and nbar >= W - 1 and (nbar - (W - 1)) % refit_every == 0:
+                        # robust re-fit bar (before the ring changes: an exception in
+                        # the fit leaves the state as it was)
+                        ra_, rb_ = _robust_fit(hx, hy, hrx, hry, k, xs if ok else nan,
+                                               ys if ok else nan, hedge, intercept)
+                    b = hx[k]                         # the leaving bar's deviations
+                    d = hy[k]
+                    if ok and not hbad:
+                        # fast path: a valid bar replaces a valid one. With the
+                        # deviations a, b (new, old x) the sum gains a - b and the
+                        # sum of squares a^2 - b^2 = (a - b)(a + b), computed so
+                        # (fewer roundings)
+                        a = xs - hrx
+                        c = ys - hry
+                        e = a - b
+                        hsx += e
+                        hsy += c - d
+                        hsxx += e * (a + b)
+                        hsxy += a * c - b * d
+                    else:                             # NaN in or out (or warm-up)
+                        if ok:
+                            a = xs - hrx
+                            c = ys - hry
+                        else:
+                            a = c = nan
+                        hbad, hsx, hsy, hsxx, _, hsxy = _slide2(hbad, hsx, hsy, hsxx, 0.0, hsxy,
+                                                                a, c, b, d)
+                    hx[k] = a
+                    hy[k] = c
+                    if not rolling:
+                        alpha, beta = ra_, rb_
+                    elif hbad:
                         alpha = beta = nan
                     else:
-                        mx = hrx + sx / W
-                        my = hry + sy / W
-                        m2 = sxx - sx * sx / W
-                        if m2 < 0.0:
-                            m2 = 0.0
-                        cxy = sxy - sx * sy / W
+                        gx = hsx * iW                 # window mean - reference
+                        gy = hsy * iW
+                        m2 = hsxx - hsx * gx          # centred sums of squares, products
+                        cxy = hsxy - hsx * gy
+                        mx = hrx + gx
                         if intercept:
-                            if m2 <= TINY * W * mx * mx or m2 <= 0.0:
-                                alpha = beta = nan
-                            else:
+                            # (false for a tiny, zero, negative (rounding) or NaN m2)
+                            if m2 > TW * mx * mx:
                                 beta = cxy / m2
-                                alpha = my - beta * mx
+                                alpha = hry + gy - beta * mx
+                            else:
+                                alpha = beta = nan
                         else:
-                            rxx = m2 + W * mx * mx
+                            my = hry + gy
+                            rxx = (m2 if m2 > 0.0 else 0.0) + W * mx * mx
                             if rxx > 0.0:
                                 beta = (cxy + W * mx * my) / rxx
                                 alpha = 0.0
                             else:
                                 alpha = beta = nan
-                else:
-                    if nbar >= W - 1 and (nbar - (W - 1)) % refit_every == 0:
-                        wx = _ordered(hx, hi)[1:]
-                        wy = _ordered(hy, hi)[1:]
-                        wx.append(xs if ok else nan)
-                        wy.append(ys if ok else nan)
-                        if bad:
-                            alpha = beta = nan
-                        else:
-                            fa, fb = robust_window_fit(np.array([wy]), np.array([wx]), hedge,
-                                                       intercept)
-                            alpha, beta = float(fa[0]), float(fb[0])
-                    else:
-                        alpha, beta = ra_, rb_
-                    if commit:
-                        ra_, rb_ = alpha, beta
-                if commit:
-                    if ok:
-                        hx[hi] = xs
-                        hy[hi] = ys
-                    else:
-                        hx[hi] = hy[hi] = nan
-                    hi += 1
-                    if hi == W:
-                        hi = 0
-                    hsx, hsy, hsxx, hsxy, hbad = sx, sy, sxx, sxy, bad
-                    hsince += 1
-                    if hsince >= h_every:
-                        hbad, hrx, hry, hsx, hsy, hsxx, _, hsxy = _recentre2(hx, hy)
-                        hsince = 0 if hbad < W else h_every - 1     # empty: retry next bar
-                spread = ys - beta * xs - alpha
-            elif mode == 1:
-                if ok:
-                    n1 = en + 1
-                    dx = xs - emx
-                    mx = emx + dx / n1
-                    my = emy + (ys - emy) / n1
-                    cxx = ecxx + dx * (xs - mx)
-                    cxy = ecxy + dx * (ys - my)
-                    if commit:
-                        en, emx, emy, ecxx, ecxy = n1, mx, my, cxx, cxy
-                    if n1 < W:
-                        alpha = beta = nan
-                    elif intercept:
-                        if cxx <= TINY * n1 * mx * mx or cxx <= 0.0:
-                            alpha = beta = nan
-                        else:
-                            beta = cxy / cxx
-                            alpha = my - beta * mx
-                    else:
-                        rxx = cxx + n1 * mx * mx
-                        if rxx > 0.0:
-                            beta = (cxy + n1 * mx * my) / rxx
-                            alpha = 0.0
-                        else:
-                            alpha = beta = nan
-                else:
-                    alpha = beta = nan
-                spread = ys - beta * xs - alpha
-            else:  # Kalman: spread = innovation with the prior (see kalman.py)
-                if not kready:
-                    alpha = beta = spread = q = kbeta = nan
-                    if commit:
-                        kbuf_y.append(ys)
-                        kbuf_x.append(xs)
-                        if nbar == kwarm - 1:
-                            st, kvw, kve, (alpha, beta, spread, q, kbeta) = \
-                                me._kalman_warmup(kbuf_y, kbuf_x)
-                            ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap = st
-                            kready = True
-                            del kbuf_y[:], kbuf_x[:]
-                elif not kstart:                      # two distinct x not seen yet
-                    alpha, beta = ka, kb
-                    spread = q = nan
-                    gap = kgap + 1 if kfx == kfx else 0
-                    if ok:
-                        if kfx != kfx:
-                            if commit:
-                                kfy, kfx = ys, xs
-                            gap = 0
-                        elif xs != kfx:
-                            st = diffuse_start(kfy, kfx, ys, xs, kve, kvw, gap)
-                            if commit:
-                                ka, kb, kp00, kp01, kp11 = st
-                                kstart = True
-                            kbeta = st[1]
-                    if commit:
-                        kgap = gap
-                    if kbeta is None:
-                        kbeta = kb
-                else:
+                    spread = ys - beta * xs - alpha
+                elif kalman and kstart:  # spread = innovation with the prior (kalman.py)
                     alpha = ka
                     beta = kb
                     r00 = kp00 + kvw
@@ -493,165 +586,207 @@ class LivePairState:
                         spread = ys - ka - kb * xs
                         k0 = rf0 / q
                         k1 = rf1 / q
-                        kbeta = kb + k1 * spread
-                        if commit:
-                            ka = ka + k0 * spread
-                            kb = kbeta
-                            kp00 = r00 - k0 * rf0
-                            kp11 = r11 - k1 * rf1
-                            kp01 = kp01 - k0 * rf1
+                        kb = kbeta = kb + k1 * spread
+                        ka = ka + k0 * spread
+                        kp00 = r00 - k0 * rf0
+                        kp11 = r11 - k1 * rf1
+                        kp01 = kp01 - k0 * rf1
                     else:
                         spread = q = nan
                         kbeta = kb
-                        if commit:
-                            kp00 = r00
-                            kp11 = r11
-            # ---- z-score and half-life (one ring) ---------------------------------------
-            # Before the update the ring holds s_{t-Z}..s_{t-1}: exactly the lags of
-            # the half-life regression  ds_i = a + b s_{i-1}, i = t-Z+1..t.
-            oz = zb[zi]
-            s1 = zs
-            s2 = zss
-            bad = zbad
-            sok = spread == spread
-            # half-life first (uses the sums before the update)
-            pnew = zp
-            if oz == oz and zgone == zgone:
-                pnew -= (zgone - zr) * (oz - zr)
-            if sok and prev_s == prev_s:
-                pnew += (prev_s - zr) * (spread - zr)
-            if bad or not sok:
-                hl = nan
-            else:
-                ml = zr + s1 / Z
-                m2 = s2 - s1 * s1 / Z
-                if m2 <= TINY * Z * ml * ml or m2 <= 0.0:
-                    hl = nan
-                else:
-                    phi = abs(1.0 + (pnew - s2 - s1 * (spread - oz) / Z) / m2)
-                    hl = inf if phi >= 1.0 else 0.0 if phi == 0.0 else -LN2 / log(phi)
-            if sok:
-                d = spread - zr
-                s1 += d
-                s2 += d * d
-            else:
-                bad += 1
-            if oz == oz:
-                d = oz - zr
-                s1 -= d
-                s2 -= d * d
-            else:
-                bad -= 1
-            if mode != 3:
-                if bad:
-                    mean = std = z = nan
-                else:
-                    mean = zr + s1 / Z
-                    m2 = s2 - s1 * s1 / Z
-                    var = (m2 if m2 > 0.0 else 0.0) / zden
-                    if var <= TINY * mean * mean or var <= 0.0:
-                        std = z = nan
+                        kp00 = r00
+                        kp11 = r11
+                elif kalman and kready:               # two distinct x not seen yet
+                    alpha, beta = ka, kb
+                    spread = q = nan
+                    gap = kgap + 1 if kfx == kfx else 0
+                    if ok:
+                        if kfx != kfx:
+                            kfy, kfx = ys, xs
+                            gap = 0
+                        elif xs != kfx:
+                            ka, kb, kp00, kp01, kp11 = diffuse_start(kfy, kfx, ys, xs, kve, kvw,
+                                                                     gap)
+                            kstart = True
+                    kgap = gap
+                    kbeta = kb
+                elif kalman:                          # warm-up: buffered (not by a peek)
+                    alpha = beta = spread = q = kbeta = nan
+                    if commit:
+                        kbuf_y.append(ys)
+                        kbuf_x.append(xs)
+                        if nbar == kwarm - 1:
+                            st, kvw, kve, (alpha, beta, spread, q, kbeta) = \
+                                self._kalman_warmup(kbuf_y, kbuf_x)
+                            ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap = st
+                            kready = True
+                            del kbuf_y[:], kbuf_x[:]
+                else:                                 # expanding OLS, Welford
+                    if ok:
+                        en += 1
+                        dx = xs - emx
+                        emx = emx + dx / en
+                        emy = emy + (ys - emy) / en
+                        ecxx = ecxx + dx * (xs - emx)
+                        ecxy = ecxy + dx * (ys - emy)
+                        alpha, beta = _ols_fit(en, emx, emy, ecxx, ecxy, W, intercept)
                     else:
-                        std = sqrt(var)
-                        z = (spread - mean) / std
-            elif q == q:
-                mean = 0.0
-                std = sqrt(q)
-                z = spread / std
-            else:
-                mean = std = z = nan
-            if commit:
-                zb[zi] = spread if sok else nan
-                zi += 1
-                if zi == Z:
-                    zi = 0
-                zs, zss, zp, zbad, zgone = s1, s2, pnew, bad, oz
-                zsince += 1
-                if zsince >= z_every:
-                    zbad, zr, zs, zss = _recentre1(zb)
-                    zp = _lag_products([zgone] + _ordered(zb, zi), zr)
-                    zsince = 0 if zbad < Z else z_every - 1
-            # ---- correlation ----------------------------------------------------------
-            if returns:
-                ra = log(y / py) if (y > 0.0 and py > 0.0) else nan
-                rb = log(x / px) if (x > 0.0 and px > 0.0) else nan
-            else:
-                ra = y
-                rb = x
-            rok = ra == ra and rb == rb
-            oa = ca[ci]
-            a1 = csa
-            a2 = csb
-            a11 = csaa
-            a22 = csbb
-            a12 = csab
-            bad = cbad
-            if rok:
-                u = ra - cra
-                v = rb - crb
-                a1 += u
-                a2 += v
-                a11 += u * u
-                a22 += v * v
-                a12 += u * v
-            else:
-                bad += 1
-            if oa == oa:
-                u = oa - cra
-                v = cb[ci] - crb
-                a1 -= u
-                a2 -= v
-                a11 -= u * u
-                a22 -= v * v
-                a12 -= u * v
-            else:
-                bad -= 1
-            if bad:
-                corr = nan
-            else:
-                ma = cra + a1 / C
-                mb = crb + a2 / C
-                m2a = a11 - a1 * a1 / C
-                m2b = a22 - a2 * a2 / C
-                if m2a < 0.0:
-                    m2a = 0.0
-                if m2b < 0.0:
-                    m2b = 0.0
-                den = m2a * m2b
-                if m2a <= TINY * C * ma * ma or m2b <= TINY * C * mb * mb or den <= 0.0:
+                        alpha = beta = nan
+                    spread = ys - beta * xs - alpha
+                # ---- z-score and half-life (one ring) -----------------------------------
+                # Before the update the ring holds s_{t-Z}..s_{t-1}: exactly the lags
+                # of the half-life regression  ds_i = a + b s_{i-1}, i = t-Z+1..t,
+                # whose centred sum of squares is zlag_m2 (kept from the last bar),
+                # and sum ds_i = s_t - s_{t-Z} (telescoping).
+                kz = k if z_shared else nbar % Z
+                do = zb[kz]                           # deviations: the leaving spread,
+                dn = spread - zr                      # this one (NaN if it is)
+                if dn == dn and not zbad:
+                    # fast path (as the hedge's): valid spreads in and out
+                    e = dn - do                       # s_t - s_{t-Z}
+                    p = zp
+                    if zgone == zgone:
+                        p -= zgone * do
+                    p += zprev * dn
+                    # phi = 1 + slope, slope = centred sum(lag * ds) / zlag_m2
+                    # (NaN zlag_m2: NaN phi, NaN half-life)
+                    phi = 1.0 + (p - zss - zs * iZ * e) / zlag_m2
+                    if phi < 0.0:
+                        phi = -phi
+                    # -ln 2 / ln phi as -1 / log2(phi): math.log is several times
+                    # slower than math.log2 in CPython (it parses an optional base)
+                    hl = inf if phi >= 1.0 else 0.0 if phi == 0.0 else -1.0 / log2(phi)
+                    zs += e
+                    zss += e * (dn + do)
+                    zp = p
+                else:                                 # a NaN lag or spread: no half-life
+                    hl = nan
+                    zbad, zs, zss, zp = _slide1(zbad, zs, zss, zp, dn, do, zprev, zgone)
+                zb[kz] = zprev = dn
+                zgone = do
+                if zbad:
+                    zlag_m2 = mean = std = z = nan
+                else:
+                    gz = zs * iZ
+                    mean = zr + gz
+                    m2 = zss - zs * gz
+                    mm = mean * mean
+                    zlag_m2 = m2 if m2 > TZ * mm else nan
+                    if not kalman:
+                        var = m2 * izden
+                        if var > TINY * mm:           # (false for var <= 0 or NaN)
+                            std = sqrt(var)
+                            z = (spread - mean) / std
+                        else:
+                            std = z = nan
+                if kalman:                            # z: the standardised innovation
+                    if q == q:
+                        mean = 0.0
+                        std = sqrt(q)
+                        z = spread / std
+                    else:
+                        mean = std = z = nan
+                # ---- correlation --------------------------------------------------------
+                if returns:
+                    # Log returns in base 2, log2(y / py) = ln(y / py) / ln 2: a
+                    # correlation does not see the common scale, and math.log2 is
+                    # the fast one (see the half-life). py, px: the last closes,
+                    # NaN unless positive (so a NaN return then, not an error).
+                    if y > 0.0:
+                        ra = log2(y / py)
+                        py = y
+                    else:
+                        ra = py = nan
+                    if x > 0.0:
+                        rb = log2(x / px)
+                        px = x
+                    else:
+                        rb = px = nan
+                else:
+                    ra = y
+                    rb = x
+                kc = k if c_shared else nbar % C
+                b = ca[kc]                            # the leaving bar's deviations
+                d = cb[kc]
+                a = ra - cra
+                c = rb - crb
+                if ra == ra and rb == rb and not cbad:
+                    # fast path (as the hedge's)
+                    e = a - b
+                    f = c - d
+                    csa += e
+                    csb += f
+                    csaa += e * (a + b)
+                    csbb += f * (c + d)
+                    csab += a * c - b * d
+                else:
+                    if not (ra == ra and rb == rb):
+                        a = c = nan                   # (NaN in both rings)
+                    cbad, csa, csb, csaa, csbb, csab = _slide2(cbad, csa, csb, csaa, csbb, csab,
+                                                               a, c, b, d)
+                ca[kc] = a
+                cb[kc] = c
+                if cbad:
                     corr = nan
                 else:
-                    corr = (a12 - a1 * a2 / C) / sqrt(den)
-                    if corr > 1.0:
-                        corr = 1.0
-                    elif corr < -1.0:
-                        corr = -1.0
-            if commit:
-                if rok:
-                    ca[ci] = ra
-                    cb[ci] = rb
-                else:
-                    ca[ci] = cb[ci] = nan
-                ci += 1
-                if ci == C:
-                    ci = 0
-                csa, csb, csaa, csbb, csab, cbad = a1, a2, a11, a22, a12, bad
-                csince += 1
-                if csince >= c_every:
-                    cbad, cra, crb, csa, csb, csaa, csbb, csab = _recentre2(ca, cb)
-                    csince = 0 if cbad < C else c_every - 1
-                prev_s = spread
-                py = y if y == y else nan
-                px = x if x == x else nan
+                    ga = csa * iC
+                    gb = csb * iC
+                    m2a = csaa - csa * ga
+                    m2b = csbb - csb * gb
+                    ma = cra + ga
+                    mb = crb + gb
+                    den = m2a * m2b
+                    if m2a > TC * ma * ma and m2b > TC * mb * mb and den > 0.0:
+                        corr = (csab - csa * gb) / sqrt(den)
+                        if corr > 1.0:
+                            corr = 1.0
+                        elif corr < -1.0:
+                            corr = -1.0
+                    else:
+                        corr = nan
+                # ---- the rest of the state --------------------------------------------
                 nbar += 1
                 last_t = t
-                if hist_append is not None:
-                    hist_append((y, x))
-            out = {"time": t, "y": y, "x": x, "beta": beta, "alpha": alpha, "spread": spread,
-                   "spread_mean": mean, "spread_std": std, "zscore": z, "corr": corr,
-                   "half_life": hl}
-            if kbeta is not None:
-                out["kalman_beta"] = kbeta
-            return out
-
-        return step, counts
+                if commit:
+                    if keep_hist:
+                        hist_y.append(y)
+                        hist_x.append(x)
+                    if nbar >= next_due:           # (>=: still due after an exception)
+                        # exact recomputation of the windows due (a window with no
+                        # finite value yet retries next bar), trimming of the
+                        # health bars
+                        if nbar >= h_next:
+                            hbad, hrx, hry, hsx, hsy, hsxx, _, hsxy = _recentre2(hx, hy, hrx,
+                                                                                 hry)
+                            h_next = nbar + (h_every if hbad < W else 1)
+                        if nbar >= z_next:
+                            zbad, zr, zs, zss, zp, zgone, zprev = _recentre1(zb, zr, nbar % Z,
+                                                                             zgone)
+                            z_next = nbar + (z_every if zbad < Z else 1)
+                        if nbar >= c_next:
+                            cbad, cra, crb, csa, csb, csaa, csbb, csab = _recentre2(ca, cb, cra,
+                                                                                    crb)
+                            c_next = nbar + (c_every if cbad < C else 1)
+                        if nbar >= hist_next:
+                            del hist_y[:-hist_len], hist_x[:-hist_len]
+                            hist_next = nbar + hist_len
+                        next_due = min(h_next, z_next, c_next, hist_next)
+                if kalman:
+                    out = {"time": t, "y": y, "x": x, "beta": beta, "alpha": alpha,
+                           "spread": spread, "spread_mean": mean, "spread_std": std,
+                           "zscore": z, "corr": corr, "half_life": hl, "kalman_beta": kbeta}
+                else:
+                    out = {"time": t, "y": y, "x": x, "beta": beta, "alpha": alpha,
+                           "spread": spread, "spread_mean": mean, "spread_std": std,
+                           "zscore": z, "corr": corr, "half_life": hl}
+            except BaseException as exc:              # update/peek raise it
+                errors.append(exc)
+                out = _FAILED
+            if not commit:                            # a peek: put the state back
+                (nbar, last_t, hbad, hrx, hry, hsx, hsy, hsxx, hsxy,
+                 zbad, zr, zs, zss, zp, zgone, zprev, zlag_m2,
+                 cbad, cra, crb, csa, csb, csaa, csbb, csab, py, px,
+                 en, emx, emy, ecxx, ecxy, ra_, rb_,
+                 kready, ka, kb, kp00, kp01, kp11, kstart, kfy, kfx, kgap, kvw, kve,
+                 h_next, z_next, c_next, next_due, hist_next) = saved
+                hx[ph], hy[ph], zb[pz], ca[pc], cb[pc] = slots
