@@ -691,3 +691,135 @@ def test_run_cli_ingests_for_a_duration_and_prints_status_lines(tmp_path, capsys
     assert len(out) >= 3 and out[-1].startswith("final stopped") and "stored" in out[-1]
     with TickStore(tmp_path / "c.db", read_only=True) as store:
         assert store.count() > 0
+
+
+# =============================================================================
+# bulk frame decoding in the connection (raw frames over a real socket)
+# =============================================================================
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """An unmasked server->client frame with the shortest length encoding."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def test_fast_frame_path_over_a_raw_socket():
+    """The connection's own frame loop (quantlab.ingest._tap_connection_class):
+    many frames in one TCP chunk, a frame split across chunks (also inside a
+    64-bit header), 16- and 64-bit lengths, a ping between data frames
+    (answered with its payload), a binary frame and a close frame. The raw
+    server runs on the same event loop and writes the next part only after
+    the client's ``data_received`` has seen the previous one, so the chunks
+    really are separate. Frames the fast path parses arrive as ``bytes``,
+    those websockets parses as ``bytearray``: both kinds are checked."""
+    import asyncio
+    import base64
+    import hashlib
+
+    from websockets.asyncio.client import connect
+
+    from quantlab.ingest import _tap_connection_class
+
+    small = [json.dumps({"stream": "btcusdt@trade", "data": {"t": i}}).encode() for i in range(50)]
+    mid = b"m" * 300  # 16-bit length
+    split = b"s" * 100  # arrives in two chunks
+    after = [b"after-split-%d" % i for i in range(3)]
+    around_ping = [b"before-ping", b"after-ping"]
+    big = bytes(range(256)) * 300  # 76,800 bytes: 64-bit length, header split too
+    tail = [b"tail-0", b"tail-1"]
+    binary = b"\x00\x01not text"
+    last = b"last text"
+    f_split = _server_frame(1, split)
+    f_big = _server_frame(1, big)
+    assert f_big[1] == 127 and _server_frame(1, mid)[1] == 126
+    a = b"".join(_server_frame(1, p) for p in small + [mid]) + f_split[:40]
+    b = (f_split[40:] + b"".join(_server_frame(1, p) for p in after)
+         + _server_frame(1, around_ping[0]) + _server_frame(0x9, b"ping-1")
+         + _server_frame(1, around_ping[1]))
+    c1, c2 = f_big[:5], f_big[5:] + b"".join(_server_frame(1, p) for p in tail)
+    d = (_server_frame(2, binary) + _server_frame(1, last)
+         + _server_frame(0x8, (1000).to_bytes(2, "big") + b"bye"))
+
+    async def main() -> tuple:
+        got: list = []
+        seen = {"bytes": 0}
+        progress = asyncio.Event()
+        tap = _tap_connection_class()
+
+        class Probe(tap):  # counts what data_received saw, to pace the server
+            def data_received(self, data):
+                super().data_received(data)
+                seen["bytes"] += len(data)
+                progress.set()
+
+        async def until(cond) -> None:
+            while not cond():
+                progress.clear()
+                await progress.wait()
+
+        def create_connection(*args, **kwargs):
+            conn = Probe(*args, **kwargs)
+            conn.on_frame = lambda data: (got.append(data), progress.set())
+            return conn
+
+        client_frames: list = []
+
+        async def read_client_frame(reader) -> tuple[int, bytes]:
+            h1, h2 = await reader.readexactly(2)
+            n = h2 & 0x7F
+            if n == 126:
+                n = int.from_bytes(await reader.readexactly(2), "big")
+            elif n == 127:
+                n = int.from_bytes(await reader.readexactly(8), "big")
+            assert h2 & 0x80, "client frames are masked"
+            mask = await reader.readexactly(4)
+            data = bytes(x ^ mask[i % 4] for i, x in enumerate(await reader.readexactly(n)))
+            return h1 & 0x0F, data
+
+        async def handle(reader, writer) -> None:
+            request = await reader.readuntil(b"\r\n\r\n")
+            key = [line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:")][0]
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                                      .digest())
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            await until(lambda: conn_box)
+            sent = seen["bytes"]
+            for part in (a, b, c1, c2):
+                writer.write(part)
+                sent += len(part)
+                await until(lambda: seen["bytes"] >= sent)
+            client_frames.append(await read_client_frame(reader))  # the pong
+            writer.write(d)
+            client_frames.append(await read_client_frame(reader))  # the close echo
+            writer.close()
+
+        conn_box: list = []
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            ws = await connect(f"ws://127.0.0.1:{port}/stream", compression=None,
+                               create_connection=create_connection, ping_interval=None)
+            conn_box.append(ws)
+            progress.set()
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        return got, client_frames, ws.close_code, ws.close_reason
+
+    got, client_frames, code, reason = asyncio.run(asyncio.wait_for(main(), 20))
+    expected = small + [mid, split] + after + around_ping + [big] + tail + [binary, last]
+    assert [bytes(g) for g in got] == expected
+    kinds = [type(g) for g in got]
+    assert kinds[:51] == [bytes] * 51  # one chunk, 16-bit length included: fast path
+    assert kinds[51] is bytearray  # the split frame: completed by websockets
+    assert kinds[52:55] == [bytes] * 3  # back on the fast path right after it
+    i_big = expected.index(big)
+    assert kinds[i_big] is bytearray and kinds[i_big + 1:i_big + 3] == [bytes, bytes]
+    assert client_frames == [(0xA, b"ping-1"), (0x8, (1000).to_bytes(2, "big") + b"bye")]
+    assert (code, reason) == (1000, "bye")
