@@ -29,6 +29,7 @@ from bokeh.models import (
     Range1d,
     Span,
 )
+from bokeh.core.properties import value
 from bokeh.plotting import figure
 from bokeh.transform import dodge
 
@@ -154,6 +155,11 @@ class PairPlots:
             z.add_layout(span)
             self.spans[key] = span
         self._hover(z, [zl], [("z", "@zscore{0.00}")])
+        # Spans do not count when Bokeh auto-ranges the axis, so the entry bands
+        # would be off-screen until z reached them. Two invisible constant lines
+        # just beyond the bands (same x as the bars) keep them always in view.
+        self.band_guides = [z.line("t_mid", value(sign * 1.1 * s.z_entry), source=b, line_alpha=0)
+                            for sign in (1.0, -1.0)]
         self.z_figure = z
 
         corr = self._fig("rolling correlation of log returns", 150,
@@ -200,6 +206,8 @@ class PairPlots:
         for key, loc in (("entry_hi", z_entry), ("entry_lo", -z_entry),
                          ("exit_hi", z_exit), ("exit_lo", -z_exit)):
             self.spans[key].location = loc
+        for guide, sign in zip(self.band_guides, (1.0, -1.0)):
+            guide.glyph.y = value(sign * 1.1 * z_entry)
 
     @property
     def model(self):
