@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="pair analytics over stored or file data")
     _add_pair_source(p)
-    p.add_argument("--out", required=True, help="per-bar output: .csv, .parquet, .json or .xlsx")
+    p.add_argument("--out", required=True,
+                   help="per-bar output: .csv, .parquet, .json or .xlsx; or a folder, where a CSV "
+                        "named after the pair, timeframe, method, window and range is written")
     p.add_argument("--summary", help="summary JSON file")
     p.add_argument("--alert", action="append", default=[], metavar="RULE",
                    help='alert rule to replay over history, e.g. "zscore > 2" (repeatable)')

@@ -279,7 +279,14 @@ def analyze_cli(args: Any) -> int:
     frame = result.frame.copy()
     frame.index.name = "time"
     meta = _metadata(args, aligned, "analyze")
-    path = export_frame(frame, args.out, metadata=meta)
+    out = Path(args.out)
+    if out.is_dir() or str(args.out).endswith(("/", "\\")):
+        # A folder: name the file after what produced it (kind, pair, timeframe, range).
+        from quantlab.export import default_filename
+
+        out = out / default_filename(f"analyze-{args.hedge}-w{args.window}", (args.y, args.x),
+                                     args.timeframe, frame.index[0], frame.index[-1], "csv")
+    path = export_frame(frame, out, metadata=meta)
     summary = result.summary()
     print(f"{len(frame)} bars {meta['start']} .. {meta['end']} -> {path}")
     if args.summary:

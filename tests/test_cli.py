@@ -179,3 +179,13 @@ def test_prune_dated_files(tmp_path):
     kept = {p.name for p in prune_dated_files([tmp_path], parse_time_ms("2023-03-01T12:00", "s"),
                                               parse_time_ms("2023-03-02", "e"))}
     assert kept == {"A-1m-2023-03-01.csv", "A-1m-2023-03.csv", "notes.csv"}
+
+
+def test_analyze_out_folder_names_the_file(pair_files, tmp_path):
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    assert main(["analyze", "--files", str(pair_files), "--y", "AAAUSDT", "--x", "BBBUSDT",
+                 "--timeframe", "5m", "--window", "30", "--out", str(folder)]) == 0
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["analyze-rolling-ols-w30_AAAUSDT-BBBUSDT_5m_20230101T0000-20230102T2355.csv",
+                     "analyze-rolling-ols-w30_AAAUSDT-BBBUSDT_5m_20230101T0000-20230102T2355.meta.json"]
