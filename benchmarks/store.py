@@ -84,30 +84,75 @@ def compare_reads(path: str) -> None:
 
 
 def compare_inserts(batch: list[Trade], tmp: str, reps: int = 8) -> None:
-    """Rows per INSERT statement: executemany of 1-row vs 100-row statements,
-    alternated so both see the same machine load; best CPU time of each."""
+    """Rows per INSERT statement and what is bound: executemany of 1-row and
+    100-row statements binding all 12 columns (the store until 2026-11) vs the
+    store's own ``TickStore._insert_rows`` (100-row statements, market, symbol,
+    kind and all-NULL columns as SQL literals, the rest bound column-wise),
+    alternated so all see the same machine load; best CPU time of each."""
     rows = [tuple(getattr(t, c) for c in TICK_COLUMNS) for t in batch]
     one = "(" + ", ".join("?" * len(TICK_COLUMNS)) + ")"
+    variants = ("1 row, all bound", "100 rows, all bound", "store (literals)")
     cons, best = {}, {}
-    for k in (1, 100):
+    for k, name in enumerate(variants):
         path = os.path.join(tmp, f"insert{k}.db")
         TickStore(path).close()  # the store's schema and pragmas
-        cons[k] = sqlite3.connect(path, isolation_level=None)
-        best[k] = float("inf")
+        cons[name] = sqlite3.connect(path, isolation_level=None)
+        best[name] = float("inf")
+    keys = [tuple(getattr(batch[0], c) for c in TICK_COLUMNS[:3])]
+    code = np.zeros(len(rows), dtype=np.int64)
     for rep in range(reps):
         shifted = [(*r[:3], r[3] + rep * len(rows), *r[4:]) for r in rows]
         flat = list(itertools.chain.from_iterable(shifted))
-        for k, con in cons.items():
-            sql = f"INSERT INTO ticks VALUES {', '.join([one] * k)}"
+        cols = [np.array(c) if i < 9 else list(c)
+                for i, c in enumerate(zip(*shifted))][3:]
+        for name, con in cons.items():
             c0 = time.process_time()
             con.execute("BEGIN IMMEDIATE")
-            con.executemany(sql, zip(*[iter(flat)] * (k * len(TICK_COLUMNS))))
+            if name == "store (literals)":
+                TickStore._insert_rows(con, keys, code, tuple(cols))
+            else:
+                k = 1 if name.startswith("1 ") else 100
+                sql = f"INSERT INTO ticks VALUES {', '.join([one] * k)}"
+                con.executemany(sql, zip(*[iter(flat)] * (k * len(TICK_COLUMNS))))
             con.execute("COMMIT")
-            best[k] = min(best[k], time.process_time() - c0)
-    for k, con in cons.items():
+            best[name] = min(best[name], time.process_time() - c0)
+    for name, con in cons.items():
+        assert con.execute("SELECT count(*) FROM ticks").fetchone()[0] == reps * len(rows)
         con.close()
-        print(f"  bare INSERT, {k:3d} rows per statement: {len(rows) / best[k]:>9,.0f} rows/s "
-              f"(best CPU time of {reps})")
+        print(f"  bare INSERT, {name:20s}: {len(rows) / best[name]:>9,.0f} rows/s "
+              f"({best[name] / len(rows) * 1e6:.2f} us/row, best CPU time of {reps})")
+
+
+def ingester_batches(tmp: str, n_batches: int = 60, size: int = 5_000) -> None:
+    """write_trades CPU per trade for batches as the ingester's writer thread
+    hands them over: 5,000 fresh spot Trades of two symbols interleaved."""
+    rng = np.random.default_rng(5)
+    next_id = {"BTCUSDT": 1, "ETHUSDT": 1}
+    batches = []
+    for b in range(n_batches):
+        sym = np.where(rng.random(size) < 0.5, "BTCUSDT", "ETHUSDT").tolist()
+        price = np.round(60_000 + rng.normal(0, 5, size), 2).tolist()
+        qty = (np.round(rng.exponential(0.05, size), 3) + 0.001).tolist()
+        maker = (rng.random(size) < 0.5).tolist()
+        out = []
+        for i in range(size):
+            s = sym[i]
+            tid = next_id[s]
+            next_id[s] = tid + 1
+            tm = T0 + (b * size + i) // 30
+            out.append(Trade("spot", s, "trade", tid, price[i], qty[i], tm, tm + 3, maker[i],
+                             tm + 1))
+        batches.append(out)
+    with TickStore(os.path.join(tmp, "ingester.db")) as st:
+        cpus = []
+        for b in batches:
+            c0 = time.thread_time()
+            res = st.write_trades(b)
+            cpus.append(time.thread_time() - c0)
+            assert res.inserted == size, res
+    us = np.asarray(cpus[5:]) / size * 1e6
+    print(f"write {n_batches} x {size:,} Trade (2 symbols, as the ingester): CPU per trade "
+          f"best {us.min():.2f} us, median {np.median(us):.2f} us")
 
 
 def main(argv: list[str]) -> int:
@@ -144,6 +189,7 @@ def main(argv: list[str]) -> int:
                 cpus.append(c)
             report("write 5 batches of duplicates", walls, cpus, BATCH)
             compare_inserts(batches[0], tmp)
+            ingester_batches(tmp)
             n_ticks = st.count()
             _, w, _ = timed(lambda: st.ticks("BTCUSDT"))
             print(f"ticks(): {n_ticks:,} rows in {w:.2f} s ({n_ticks / w:,.0f} rows/s)")

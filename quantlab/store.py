@@ -169,6 +169,7 @@ being counted twice in the bars.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -217,10 +218,11 @@ _KINDS = ("trade", "aggTrade")
 _MAX_TIME_MS = 10 ** 13
 
 # Rows per INSERT statement. One multi-row VALUES statement per 100 trades
-# makes sqlite3's executemany ~1.4-1.7x faster than one statement per row (the
-# per-statement reset/bind/step overhead is paid 100x less often;
-# benchmarks/store.py prints both). 100 rows x 12 columns stays far below
-# SQLite's 32,766 host-parameter limit.
+# makes sqlite3's executemany ~1.6x faster than one statement per row (the
+# per-statement reset/bind/step overhead is paid 100x less often); writing
+# market, symbol, kind and all-NULL columns as SQL literals instead of binding
+# them halves the rest (see TickStore._insert_rows; benchmarks/store.py prints
+# all three). 250 or 500 rows measured no better.
 _ROWS_PER_INSERT = 100
 _PAGE_SIZE = 16_384  # bytes; set when the file is created
 # Ids of a batch are checked against the store with one range scan when they
@@ -321,9 +323,50 @@ _SCHEMA_V1 = (
 # SCHEMA_VERSION) with every schema change; never edit _SCHEMA_V1.
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 
-_TICK_COLS_SQL = ", ".join(TICK_COLUMNS)
-_ONE_ROW = "(" + ", ".join("?" * len(TICK_COLUMNS)) + ")"
-_INSERT_TICKS = f"INSERT INTO ticks ({_TICK_COLS_SQL}) VALUES "
+_TICK_VALUE_COLUMNS = tuple(TICK_COLUMNS[3:])
+_NULLABLE_COLUMNS = ("trade_type", "first_trade_id", "last_trade_id")
+# Constant values of a nullable column written as SQL literals (trade_type).
+_LITERAL_STRINGS = frozenset({"MARKET", "INSURANCE_FUND", "ADL", "NA"})
+
+
+def _constant_literal(values: Sequence) -> str | None:
+    """SQL literal of a column whose values are all None (or all one known
+    trade_type), else None (bind them)."""
+    n = len(values)
+    first = values[0]
+    if first is None:
+        return "NULL" if values.count(None) == n else None
+    if first.__class__ is str and first in _LITERAL_STRINGS and values.count(first) == n:
+        return f"'{first}'"
+    return None
+
+
+class _Constant:
+    """A nullable column with one value for every row of a batch."""
+
+    __slots__ = ("values", "literal")
+
+    def __init__(self, values: Sequence, literal: str):
+        self.values, self.literal = values, literal
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(key: tuple, lits: tuple, rows: int) -> str:
+    """``INSERT INTO ticks`` of ``rows`` rows of instrument ``key``; ``lits``
+    holds per column of _TICK_VALUE_COLUMNS its SQL literal or None (bound).
+    Bound column ``j`` of row ``r`` is parameter ``j * rows + r + 1``."""
+    bound = [c for c, lit in zip(_TICK_VALUE_COLUMNS, lits) if lit is None]
+    fixed = [(c, lit) for c, lit in zip(_TICK_VALUE_COLUMNS, lits) if lit is not None]
+    head = ", ".join([_sql_string(v) for v in key] + [lit for _, lit in fixed])
+    names = ", ".join([*TICK_COLUMNS[:3], *[c for c, _ in fixed], *bound])
+    values = ", ".join(
+        "(" + ", ".join([head] + [f"?{j * rows + r + 1}" for j in range(len(bound))]) + ")"
+        for r in range(rows))
+    return f"INSERT INTO ticks ({names}) VALUES {values}"
 
 # Merge of a batch's per-second aggregates into stored bars. In an UPSERT's
 # SET clause every column reference on the right means the row *before* the
@@ -571,9 +614,17 @@ class _Batch:
 
 def _factorise(markets: Sequence, symbols: Sequence, kinds: Sequence) -> tuple[list, np.ndarray]:
     n = len(markets)
-    if n and markets.count(markets[0]) == n and symbols.count(symbols[0]) == n \
-            and kinds.count(kinds[0]) == n:  # one instrument: the usual batch
-        return [(markets[0], symbols[0], kinds[0])], np.zeros(n, dtype=np.int64)
+    if n and markets.count(markets[0]) == n and kinds.count(kinds[0]) == n:
+        if symbols.count(symbols[0]) == n:  # one instrument: the usual batch
+            return [(markets[0], symbols[0], kinds[0])], np.zeros(n, dtype=np.int64)
+        # One stream of several symbols (the ingester's batches): code by symbol.
+        try:
+            by_symbol = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
+        except TypeError:  # unhashable: refused by _validate below
+            by_symbol = None
+        if by_symbol is not None:
+            code = np.fromiter(map(by_symbol.__getitem__, symbols), dtype=np.int64, count=n)
+            return [(markets[0], s, kinds[0]) for s in by_symbol], code
     index: dict[tuple, int] = {}
     code = np.fromiter((index.setdefault(k, len(index)) for k in zip(markets, symbols, kinds)),
                        dtype=np.int64, count=n)
@@ -1014,15 +1065,10 @@ class TickStore:
 
         code, tid, tms = pick(b.code), pick(b.trade_id), pick(b.time_ms)
         price, qty, bm = pick(b.price), pick(b.qty), pick(b.is_buyer_maker)
-        if len(b.keys) == 1:
-            cols_mk: tuple = tuple([v] * inserted for v in b.keys[0])
-        else:
-            code_list = code.tolist()
-            cols_mk = tuple([b.keys[x][j] for x in code_list] for j in range(3))
-        # TICK_COLUMNS order.
-        columns = (*cols_mk, tid, tms, pick(b.recv_ms), price, qty, bm, pick(b.trade_type),
+        # TICK_COLUMNS[3:] order.
+        columns = (tid, tms, pick(b.recv_ms), price, qty, bm, pick(b.trade_type),
                    pick(b.first_trade_id), pick(b.last_trade_id))
-        self._insert_rows(con, inserted, columns)
+        self._insert_rows(con, b.keys, code, columns)
 
         # Bars: market prints among the inserted trades.
         mp = b.market_print()
@@ -1069,27 +1115,77 @@ class TickStore:
         return np.asarray(found, dtype=np.int64)
 
     @staticmethod
-    def _insert_rows(con: sqlite3.Connection, n: int, columns: tuple) -> None:
-        """INSERT ``n`` rows given as columns (numpy arrays or lists, TICK_COLUMNS order).
+    def _insert_rows(con: sqlite3.Connection, keys: list, code: np.ndarray, columns: tuple) -> None:
+        """INSERT the rows given as columns (``TICK_COLUMNS[3:]`` order: numpy
+        arrays or lists), of instrument ``keys[code[i]]``.
 
-        Python values are built per chunk of rows, so a multi-million-row frame
-        never exists as Python objects all at once.
+        Per instrument, multi-row statements carry market, symbol and kind as
+        SQL literals, and so do nullable columns that are NULL (or one known
+        constant such as 'MARKET') for all its rows; only the rest is bound,
+        column by column (numbered parameters), so no per-row tuples are built.
+        Binding None (and bool) goes through sqlite3's adapter lookup; a string
+        parameter is copied: literals make the INSERT ~2x cheaper (see
+        benchmarks/store.py). Python values are built per chunk of rows, so a
+        multi-million-row frame never exists as Python objects all at once.
         """
-        ncol = len(TICK_COLUMNS)
-        per = _ROWS_PER_INSERT * ncol
-        many = _INSERT_TICKS + ", ".join([_ONE_ROW] * _ROWS_PER_INSERT)
+        n = code.size
+        if len(keys) == 1:
+            groups: list = [(keys[0], None)]
+        else:
+            order = np.argsort(code, kind="stable")
+            bounds = np.searchsorted(code[order], np.arange(len(keys) + 1))
+            groups = [(keys[c], order[bounds[c]:bounds[c + 1]]) for c in range(len(keys))
+                      if bounds[c + 1] > bounds[c]]
+            # Nullable columns constant over the whole batch (e.g. all None
+            # on spot) need not be picked per instrument.
+            columns = tuple(
+                _Constant(c, lit) if name in _NULLABLE_COLUMNS and not isinstance(c, np.ndarray)
+                and len(c) and (lit := _constant_literal(c)) is not None else c
+                for name, c in zip(_TICK_VALUE_COLUMNS, columns))
         chunk = 500 * _ROWS_PER_INSERT
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            part = [c[lo:hi].tolist() if isinstance(c, np.ndarray) else c[lo:hi] for c in columns]
-            flat = list(itertools.chain.from_iterable(zip(*part)))
-            full = (hi - lo) // _ROWS_PER_INSERT
-            if full:
-                it = iter(flat[:full * per])
-                con.executemany(many, zip(*[it] * per))
-            rest = hi - lo - full * _ROWS_PER_INSERT
-            if rest:
-                con.execute(_INSERT_TICKS + ", ".join([_ONE_ROW] * rest), flat[full * per:])
+        for key, idx in groups:
+            m = n if idx is None else idx.size
+            if idx is None:
+                cols = columns
+            else:
+                cols = tuple(c[idx] if isinstance(c, np.ndarray)
+                             else c if c.__class__ is _Constant
+                             else [c[i] for i in idx.tolist()] for c in columns)
+            for lo in range(0, m, chunk):
+                hi = min(m, lo + chunk)
+                bound: list = []
+                lits: list = []
+                for name, c in zip(_TICK_VALUE_COLUMNS, cols):
+                    if c.__class__ is _Constant:
+                        lits.append(c.literal)
+                        continue
+                    part = c[lo:hi]
+                    if isinstance(part, np.ndarray):
+                        # bool -> int: sqlite3 binds exact ints directly
+                        bound.append(part.astype(np.int64).tolist() if part.dtype == bool
+                                     else part.tolist())
+                        lits.append(None)
+                        continue
+                    lit = _constant_literal(part) if name in _NULLABLE_COLUMNS else None
+                    if lit is None:
+                        bound.append(list(part))
+                    lits.append(lit)
+                TickStore._insert_bound(con, key, tuple(lits), bound, hi - lo)
+
+    @staticmethod
+    def _insert_bound(con: sqlite3.Connection, key: tuple, lits: tuple, bound: list,
+                      m: int) -> None:
+        done = 0
+        for size in (_ROWS_PER_INSERT, 10, 1):
+            count = (m - done) // size
+            if not count:
+                continue
+            sql = _insert_sql(key, lits, size)
+            start = done
+            con.executemany(sql, (list(itertools.chain.from_iterable(
+                [c[s:s + size] for c in bound]))
+                for s in range(start, start + count * size, size)))
+            done += count * size
 
     # ------------------------------------------------------------------ retention
     def apply_retention(self, *, keep_ticks_s: float | None = None,

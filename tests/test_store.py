@@ -697,3 +697,42 @@ def test_bars_aggregate_stored_seconds_like_resampling_ticks(db):
         assert got["is_forming"].tolist() == [False, False, True]
         with pytest.raises(ConfigError, match="timeframe"):
             st.bars("ETHUSDT", "250ms")
+
+
+def test_mixed_batch_stores_every_column_exactly(db):
+    """One batch of several instruments in any order, nullable columns constant
+    or mixed per instrument, sizes that need 100-, 10- and 1-row statements:
+    every value comes back as written, with its SQL type."""
+    import dataclasses
+
+    rng = np.random.default_rng(9)
+    fut = make_trades(range(5000, 5311), seed=3)
+    fut = [dataclasses.replace(t, trade_type="ADL" if i % 7 == 0 else
+                               "ODD'TYPE" if i % 11 == 0 else None if i % 13 == 0 else "MARKET")
+           for i, t in enumerate(fut)]
+    odd = [dataclasses.replace(t, trade_type="X'); DROP TABLE ticks; --")
+           for t in make_trades(range(9000, 9013), market="spot", seed=4)]
+    trades = (make_trades(range(237), market="spot", symbol="ETHUSDT", seed=1)
+              + make_trades(range(1000, 1123), kind="aggTrade", seed=2)
+              + make_trades(range(50), symbol="SOLUSDT", seed=5) + fut + odd)
+    shuffled = [trades[i] for i in rng.permutation(len(trades))]
+    with TickStore(db) as st:
+        res = st.write_trades(shuffled)
+        assert (res.inserted, res.duplicates) == (len(trades), 0)
+        assert st.write_trades(shuffled[:500]).duplicates == 500
+        streams = {(t.market, t.symbol, t.kind) for t in trades}
+        for market, symbol, kind in streams:
+            got = st.ticks(symbol, market=market, kind=kind)
+            want = trades_to_frame([t for t in trades if (t.market, t.symbol, t.kind)
+                                    == (market, symbol, kind)])
+            want = want.sort_values(["time_ms", "trade_id"], ignore_index=True)
+            want["trade_type"] = pd.Series([v if isinstance(v, str) else None
+                                            for v in want["trade_type"]], dtype=object)
+            pd.testing.assert_frame_equal(got, want)
+            ref = reference_bars(got)
+            assert_bars_match(st.bars_1s(symbol, market=market, kind=kind), ref)
+    types = raw_count(db, "SELECT group_concat(DISTINCT typeof(trade_id) || typeof(time_ms) || "
+                          "typeof(recv_ms) || typeof(price) || typeof(qty) || "
+                          "typeof(is_buyer_maker)) FROM ticks")
+    assert types == "integerintegerintegerrealrealinteger"
+    assert raw_count(db, "SELECT count(*) FROM ticks WHERE trade_type = 'ODD''TYPE'") == 311 // 11 - 311 // 77
