@@ -204,8 +204,34 @@ class Instruments:
 # =============================================================================
 # Batches
 # =============================================================================
+class _Columns:
+    """What trade and aggregate batches share: symbol names and prices and
+    quantities as floats from their integer (tick/step) encoding."""
+
+    instruments: "Instruments"
+    sym: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+
+    @property
+    def market(self) -> str:
+        return self.instruments.market
+
+    def symbol_names(self) -> np.ndarray:
+        """Symbol of every row (object array of str)."""
+        return np.asarray(self.instruments.symbols, dtype=object)[self.sym]
+
+    def price_float(self) -> np.ndarray:
+        """Prices as float64, quote per base unit."""
+        return self.price / _pow10(self.instruments.price_dp)[self.sym]
+
+    def qty_float(self) -> np.ndarray:
+        """Quantities as float64, base units."""
+        return self.qty / _pow10(self.instruments.qty_dp)[self.sym]
+
+
 @dataclass(frozen=True, eq=False)
-class TradeBatch:
+class TradeBatch(_Columns):
     """Raw trades as columns (numpy arrays of equal length), in emission order.
 
     Attributes
@@ -234,25 +260,9 @@ class TradeBatch:
     def __len__(self) -> int:
         return int(self.trade_id.shape[0])
 
-    @property
-    def market(self) -> str:
-        return self.instruments.market
-
     def take(self, rows: np.ndarray | slice) -> "TradeBatch":
         """The rows ``rows`` (index array or slice) as a new batch."""
         return TradeBatch(self.instruments, *(getattr(self, c)[rows] for c in _TRADE_COLS))
-
-    def symbol_names(self) -> np.ndarray:
-        """Symbol of every row (object array of str)."""
-        return np.asarray(self.instruments.symbols, dtype=object)[self.sym]
-
-    def price_float(self) -> np.ndarray:
-        """Prices as float64, quote per base unit."""
-        return self.price / _pow10(self.instruments.price_dp)[self.sym]
-
-    def qty_float(self) -> np.ndarray:
-        """Quantities as float64, base units."""
-        return self.qty / _pow10(self.instruments.qty_dp)[self.sym]
 
     def to_frame(self) -> pd.DataFrame:
         """Tick frame (:data:`quantlab.schema.TICK_COLUMNS`); ``recv_ms`` 0,
@@ -277,7 +287,7 @@ _TRADE_COLS = ("sym", "trade_id", "price", "qty", "time_ms", "event_ms", "is_buy
 
 
 @dataclass(frozen=True, eq=False)
-class AggBatch:
+class AggBatch(_Columns):
     """Aggregate trades as columns, in emission order.
 
     Attributes
@@ -308,22 +318,9 @@ class AggBatch:
     def __len__(self) -> int:
         return int(self.agg_id.shape[0])
 
-    @property
-    def market(self) -> str:
-        return self.instruments.market
-
     def take(self, rows: np.ndarray | slice) -> "AggBatch":
         """The rows ``rows`` (index array or slice) as a new batch."""
         return AggBatch(self.instruments, *(getattr(self, c)[rows] for c in _AGG_COLS))
-
-    def symbol_names(self) -> np.ndarray:
-        return np.asarray(self.instruments.symbols, dtype=object)[self.sym]
-
-    def price_float(self) -> np.ndarray:
-        return self.price / _pow10(self.instruments.price_dp)[self.sym]
-
-    def qty_float(self) -> np.ndarray:
-        return self.qty / _pow10(self.instruments.qty_dp)[self.sym]
 
     def to_frame(self) -> pd.DataFrame:
         """Tick frame of ``kind="aggTrade"`` rows (``trade_type`` None)."""
