@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True)
     p.add_argument("--ws-url", help="WebSocket base, e.g. the `ws` printed by `quantlab replay`")
     p.add_argument("--rest-url", help="REST base, e.g. the `rest` printed by `quantlab replay`")
+    p.add_argument("--usdm-trade-route", choices=("/market", "/public"), default=None,
+                   help="USD-M only: the path that serves @trade (Binance's docs are silent; "
+                        "default /market)")
     p.add_argument("--stale-after", type=_positive_float, default=None,
                    help="seconds of silence before forcing a reconnect")
     p.add_argument("--duration", type=_positive_float, default=None,

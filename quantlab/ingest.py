@@ -2556,6 +2556,8 @@ def run_cli(args: Any) -> int:
         kwargs["rest_base"] = args.rest_url
     if getattr(args, "stale_after", None):
         kwargs["stale_after_s"] = args.stale_after
+    if getattr(args, "usdm_trade_route", None):
+        kwargs["usdm_trade_route"] = args.usdm_trade_route
     settings = IngestSettings(**kwargs)
 
     def on_term(signum: int, frame: Any) -> None:

@@ -189,3 +189,24 @@ def test_analyze_out_folder_names_the_file(pair_files, tmp_path):
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["analyze-rolling-ols-w30_AAAUSDT-BBBUSDT_5m_20230101T0000-20230102T2355.csv",
                      "analyze-rolling-ols-w30_AAAUSDT-BBBUSDT_5m_20230101T0000-20230102T2355.meta.json"]
+
+
+def test_ingest_cli_against_replay_usdm_public_route(tmp_path, capsys):
+    """`quantlab ingest` with the flags of the issue, on USD-M through the /public route."""
+    from quantlab.replay import ReplayServer, SyntheticSource
+    from quantlab.store import TickStore
+
+    db = tmp_path / "um.db"
+    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="usdm", rate=300.0, seed=1)
+    with ReplayServer(source) as server:
+        rc = main(["ingest", "--market", "usdm", "--symbols", "BTCUSDT,ETHUSDT", "--stream", "trade",
+                   "--db", str(db), "--ws-url", server.ws_url, "--rest-url", server.rest_url,
+                   "--usdm-trade-route", "/public", "--stale-after", "5", "--duration", "2",
+                   "--status-every", "0.5"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "final stopped" in out and "dropped 0" in out
+    with TickStore(db, read_only=True) as store:
+        inst = store.instruments()
+    assert set(inst["market"]) == {"usdm"} and set(inst["symbol"]) == {"BTCUSDT", "ETHUSDT"}
+    assert (inst["n_ticks"] > 50).all()
