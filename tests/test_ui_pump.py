@@ -534,3 +534,58 @@ def test_bokeh_sources_stay_at_their_rollover():
     assert len(plots.bars.data["t"]) == 50
     assert len(plots.forming.data["t"]) == 1
     assert plots.bars.data["t"][-1] == float(T0 + 1000 * 498)
+
+
+def test_late_backfilled_trades_correct_the_kept_bars_from_the_store(tmp_path):
+    """A dropped connection makes the ingester backfill the missed trades from
+    REST; they reach the monitor after their bars were closed and streamed.
+    The monitor corrects those bars from the store (OHLCV and the Bokeh source)."""
+    from quantlab.replay import Faults, ReplayServer, SyntheticSource
+    from quantlab.store import TickStore
+
+    server = ReplayServer(SyntheticSource(("BTCUSDT", "ETHUSDT"), rate=400.0, seed=3),
+                          faults=Faults(drop_after_messages=500))
+    server.start()
+    m = _monitor(tmp_path, ws_url=server.ws_url, rest_url=server.rest_url)
+
+    def pair():
+        return m.summary()["pairs"]["ETHUSDT/BTCUSDT"]
+
+    async def main():
+        m.start()
+        try:
+            await _until(lambda: pair()["late_trades"] > 0, 30, "late (backfilled) trades")
+            await _until(lambda: pair().get("bars_corrected", 0) > 0, 20,
+                         "late bars corrected from the store while running")
+            assert m.summary()["ingest"]["trades_backfilled"] > 0
+        finally:
+            m.stop()
+            server.stop()
+
+    asyncio.run(main())
+    summary = m.summary()
+    assert summary["pump_errors"] == 0, m.last_error
+    view = m.views[0]  # start() gave it a new pipeline
+    rows = list(view.pipeline.rows)
+    assert rows
+    t0, t1 = int(rows[0]["t"]), int(rows[-1]["t"]) + 1000
+    with TickStore(tmp_path / "live.db", read_only=True) as store:
+        exact = {leg: store.bars(sym, "1s", start_ms=t0, end_ms=t1)
+                 for leg, sym in (("y", "ETHUSDT"), ("x", "BTCUSDT"))}
+    bad = []
+    for leg, frame in exact.items():
+        by_t = dict(zip(frame.index.as_unit("ms").asi8.tolist(),
+                        zip(frame["volume"].tolist(), frame["close"].tolist())))
+        for r in rows:
+            want = by_t.get(int(r["t"]))
+            got = (r[f"{leg}_volume"], r[f"{leg}_close"])
+            if want is None or not (math.isclose(got[0], want[0], rel_tol=1e-9, abs_tol=1e-12)
+                                    and got[1] == want[1]):
+                bad.append((leg, int(r["t"]), got, want))
+    assert not bad, f"{len(bad)} kept bars differ from the store, e.g. {bad[:3]}"
+    # the browser's copy was patched too (same rows as the kernel's)
+    data = view.plots.bars.data
+    assert list(data["t"]) == [r["t"] for r in rows]
+    for col in ("y_volume", "y_close", "x_volume", "x_close", "zscore"):
+        assert all(a == b or (a != a and b != b)
+                   for a, b in zip(data[col], (r[col] for r in rows), strict=True)), col

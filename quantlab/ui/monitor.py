@@ -440,6 +440,8 @@ class LiveMonitor:
         self.last_error: str | None = None
         self._missed = 0          # trades the subscription ring overwrote (UI too slow)
         self._alert_store: Any = None
+        self._bar_store: Any = None   # read-only TickStore of the kernel loop (late-bar fixes)
+        self._correct_at = -math.inf
         self._starts = 0          # feed starts (a new synthetic seed each time)
         self._last_ticks = 0
         self._build_controls()
@@ -697,6 +699,10 @@ class LiveMonitor:
                     self.step(time.monotonic())
                 except Exception:
                     logger.exception("final UI update failed")
+            try:
+                self._correct_late(force=True)  # the last late trades too
+            except Exception:
+                logger.exception("final late-bar correction failed")
             self._missed += sub.missed
             try:
                 sub.close()
@@ -708,6 +714,9 @@ class LiveMonitor:
                 rep.stop()
             except Exception:
                 logger.exception("stopping the replay server failed")
+        reader, self._bar_store = self._bar_store, None
+        if reader is not None:
+            reader.close()
         store, self._alert_store = self._alert_store, None
         if store is not None:
             for v in self.views:
@@ -854,9 +863,60 @@ class LiveMonitor:
 
     # -- per tick (UI pump) ----------------------------------------------------------------
     def _after_tick(self, now: float, updates: list) -> None:
+        self._correct_late(now)
         self._refresh_status(now)
         for v in self.views:
             v.refresh_panels(now)
+
+    #: late-bar corrections run at most this often (seconds), never per trade
+    CORRECT_EVERY_S = 1.0
+
+    def _correct_late(self, now: float | None = None, force: bool = False) -> None:
+        """Bars that received late trades (backfilled after a reconnect) after
+        they were closed and streamed: read their exact bars from the store
+        (a read-only TickStore owned by this loop; the ingester hands trades
+        over only after committing them) and patch the kept rows and plots
+        once per pair. At most every CORRECT_EVERY_S, and only when some
+        pair has late bars."""
+        now = time.monotonic() if now is None else now
+        if not force and now - self._correct_at < self.CORRECT_EVERY_S:
+            return
+        self._correct_at = now
+        todo = [(v, t) for v in self.views for t in [v.pipeline.late_bars()] if t]
+        if not todo:
+            return
+        from quantlab.store import TickStore
+
+        if self._bar_store is None:
+            if not Path(self.params.db_path).exists():
+                return
+            self._bar_store = TickStore(self.params.db_path, read_only=True)
+        store, params = self._bar_store, self.params
+        for v, times in todo:
+            p = v.pipeline
+            tf = p.tf_ms
+            frames: dict[str, pd.DataFrame] = {}
+            try:
+                for leg, sym in (("y", p.spec.symbol_y), ("x", p.spec.symbol_x)):
+                    parts = []
+                    # One read per run of nearby bars (late trades come in bursts).
+                    start = prev = times[0]
+                    for t in times[1:] + [None]:
+                        if t is not None and t - prev <= 8 * tf:
+                            prev = t
+                            continue
+                        parts.append(store.bars(sym, tf, start_ms=start, end_ms=prev + tf,
+                                                market=params.market, kind=params.stream))
+                        if t is not None:
+                            start = prev = t
+                    frames[leg] = pd.concat(parts) if len(parts) > 1 else parts[0]
+            except (UnknownSymbol, ConfigError) as exc:  # e.g. a sub-second timeframe
+                logger.info("cannot correct late bars of %s: %s", p.label, exc)
+                p.discard_late()
+                continue
+            changed = p.correct_bars(frames)
+            if changed:
+                v.plots.sink.patch([r for _, r in changed])
 
     def _refresh_status(self, now: float | None = None, force: bool = False) -> None:
         now = time.monotonic() if now is None else now
@@ -1111,6 +1171,7 @@ class LiveMonitor:
                 "bars": p.bars_committed, "rows_kept": len(p.rows),
                 "trades_y": p.trades["y"], "trades_x": p.trades["x"],
                 "alerts": p.alerts_fired, "late_trades": sum(b.late_trades for b in p._bars.values()),
+                "bars_corrected": p.bars_corrected, "analytics_stale": p.analytics_stale,
                 "zscore": _json_float(p.rows[-1]["zscore"]) if p.rows else None,
             }
         if stats is not None:

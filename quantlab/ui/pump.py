@@ -279,6 +279,30 @@ class PairSink:
                            rollover=self.max_alerts)
 
 
+    def patch(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Replace closed bars already sent (same ``t``) with ``rows``, in ONE
+        ``bars.patch(...)`` call (no ``.data`` reassignment): a contiguous run
+        of rows as one slice per column, else one ``(index, value)`` per row.
+        Rows the source no longer holds (rolled over) are skipped. Returns how
+        many rows were patched."""
+        if not rows:
+            return 0
+        ts = self.bars.data.get("t", [])
+        where = {float(t): i for i, t in enumerate(ts)}
+        found = sorted((where[float(r["t"])], r) for r in rows if float(r["t"]) in where)
+        if not found:
+            return 0
+        columns = list(found[0][1])
+        idx = [i for i, _ in found]
+        if idx == list(range(idx[0], idx[-1] + 1)):
+            span = slice(idx[0], idx[-1] + 1)
+            patches = {c: [(span, [r[c] for _, r in found])] for c in columns}
+        else:
+            patches = {c: [(i, r[c]) for i, r in found] for c in columns}
+        self.bars.patch(patches)
+        return len(found)
+
+
 class FeedStep:
     """The pump's step for a monitor: drain the hand-off once, feed every
     pair, stream once per source.
