@@ -1295,7 +1295,34 @@ def load_file_bytes(name: str, data: bytes, *, symbol: str | None = None,
     return _load(_Source(name, data=bytes(data)), symbol, market)
 
 
-def load_files(paths: PathLike | Sequence[PathLike], *, market: str | None = None) -> dict[str, LoadedFile]:
+_DATED_NAME = re.compile(r"(?<!\d)(\d{4})-(\d{2})(?:-(\d{2}))?(?!\d)")
+
+
+def dated_name_overlaps(name: str, start_ms: int | None, end_ms: int | None) -> bool:
+    """False when a data.binance.vision file name dates the file entirely outside
+    ``[start_ms, end_ms)`` (daily ``...-2023-03-01.csv.gz``, monthly
+    ``...-2023-03.zip``); True otherwise, including undated names.
+
+    >>> dated_name_overlaps("BTCUSDT-1m-2023-03-01.csv.gz", 1677715200000, None)  # from 2023-03-02
+    False
+    >>> dated_name_overlaps("BTCUSDT-1m-2023-03.csv.gz", 1677715200000, None)
+    True
+    """
+    m = _DATED_NAME.search(name)
+    if m is None or (start_ms is None and end_ms is None):
+        return True
+    year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
+    try:
+        first = pd.Timestamp(year=year, month=month, day=int(day) if day else 1, tz="UTC")
+    except ValueError:
+        return True
+    last = first + (pd.Timedelta(days=1) if day else pd.DateOffset(months=1))
+    lo, hi = first.value // 1_000_000, last.value // 1_000_000
+    return not ((end_ms is not None and lo >= end_ms) or (start_ms is not None and hi <= start_ms))
+
+
+def load_files(paths: PathLike | Sequence[PathLike], *, market: str | None = None,
+               start_ms: int | None = None, end_ms: int | None = None) -> dict[str, LoadedFile]:
     """Load many files (or folders) and merge them per symbol.
 
     Kline files are grouped per symbol and read in one pass (fast path of
@@ -1308,6 +1335,8 @@ def load_files(paths: PathLike | Sequence[PathLike], *, market: str | None = Non
         ``.ndjson``, ``.jsonl``, ``.json``, ``.txt`` files).
     market : keep only this market's ticks (files of the other market are skipped, with an
         INFO log). Also used as the market of NDJSON files.
+    start_ms, end_ms : skip files whose data.binance.vision name dates them entirely outside
+        ``[start_ms, end_ms)`` (ms UTC); rows are not filtered here.
 
     Returns
     -------
@@ -1326,6 +1355,12 @@ def load_files(paths: PathLike | Sequence[PathLike], *, market: str | None = Non
     """
     market = _check_market_arg(market)
     sources = _expand(paths)
+    if start_ms is not None or end_ms is not None:
+        # Two years of daily files load in seconds; a one-week request should not pay for them.
+        sources = [src for src in sources if dated_name_overlaps(src.name, start_ms, end_ms)]
+        if not sources:
+            raise ConfigError("paths", [str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)],
+                              "files covering the requested time range")
     kline_groups: dict[str, list[_Source]] = {}
     kline_markets: dict[str, set] = {}
     parts: dict[str, list[LoadedFile]] = {}

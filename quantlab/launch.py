@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from quantlab.errors import InsufficientData, UnknownSymbol
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = Path("notebooks") / "live_monitor.ipynb"
 
@@ -84,6 +86,46 @@ def _run_lab(env: dict[str, str], port: int, open_browser: bool) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def terminal_demo(db: str | Path, rate: float, duration_s: float | None) -> int:
+    """``quantlab demo --terminal``: the offline tour without a browser. Starts the
+    replay server on the synthetic pair (BTCUSDT/ETHUSDT at ``rate`` trades/s),
+    ingests it into ``db`` and prints the ingester's status line every few
+    seconds, then the pair's analytics on the stored bars. Ctrl-C stops."""
+    from quantlab.ingest import IngestSettings, run_for
+    from quantlab.pairs import load_pair_bars, run_analysis
+    from quantlab.replay import ReplayServer, SyntheticSource
+
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=rate, seed=0)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with ReplayServer(source) as server:
+            print(f"replay server: ws {server.ws_url}  rest {server.rest_url}", flush=True)
+            settings = IngestSettings(symbols=("BTCUSDT", "ETHUSDT"), market="spot", db_path=str(db),
+                                      ws_base=server.ws_url, rest_base=server.rest_url)
+            try:
+                run_for(settings, duration_s, status_every_s=2.0)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    try:
+        aligned = load_pair_bars(y="BTCUSDT", x="ETHUSDT", timeframe="1s", db=db)
+        result = run_analysis(aligned, window=min(60, max(20, len(aligned) // 2)), health=False)
+        s = result.summary()
+        print(f"{len(aligned)} 1s bars in {db}: hedge_ratio={s['hedge_ratio']:.4g} "
+              f"adf_pvalue={s['adf_pvalue']:.3g} half_life_bars={s['half_life_bars']}")
+    except (InsufficientData, UnknownSymbol) as exc:
+        print(f"not enough stored data for analytics yet: {exc}")
+    return 0
+
+
 def seed_store_from_replay(server: Any, db: Path, symbols: tuple[str, ...]) -> int:
     """Write the replay server's tape (its back-dated history) into the store.
     Returns the number of trades written; the ingester continues with the next ids."""
@@ -98,8 +140,6 @@ def demo_cli(args: Any) -> int:
     BTCUSDT/ETHUSDT pair at ``--rate`` trades/s; JupyterLab opens the live
     monitor pointed at it (``--terminal``: ingest and print stats instead)."""
     if args.terminal:
-        from quantlab.pairs import terminal_demo
-
         return terminal_demo(args.db, args.rate, args.duration)
     from quantlab.replay import ReplayServer, SyntheticSource
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,11 +44,6 @@ def parse_time_ms(value: str | None, field: str) -> int | None:
     return int(ts.tz_convert("UTC").value // 1_000_000)
 
 
-def _leg_bars_from_store(store: Any, symbol: str, timeframe: str, market: str | None,
-                         start_ms: int | None, end_ms: int | None) -> pd.DataFrame:
-    return store.bars(symbol, timeframe, market=market, start_ms=start_ms, end_ms=end_ms)
-
-
 def _leg_bars_from_loaded(loaded: Any, timeframe: str, start_ms: int | None,
                           end_ms: int | None) -> pd.DataFrame:
     from quantlab import bars
@@ -67,47 +61,6 @@ def _leg_bars_from_loaded(loaded: Any, timeframe: str, start_ms: int | None,
                                   f"at least the files' bar size ({step // 1000} s): bars cannot be split")
         return bars.aggregate_bars(frame, timeframe, start_ms=start_ms, end_ms=end_ms)
     return bars.resample_trades(loaded.frame, timeframe, start_ms=start_ms, end_ms=end_ms)
-
-
-_DATED_NAME = re.compile(r"(?<!\d)(\d{4})-(\d{2})(?:-(\d{2}))?(?!\d)")
-_DATA_SUFFIXES = (".csv", ".gz", ".zip", ".ndjson", ".jsonl", ".json", ".txt")
-
-
-def prune_dated_files(paths: Sequence[str | Path], start_ms: int | None,
-                      end_ms: int | None) -> list[Path]:
-    """Expand folders and drop data.binance.vision files whose name dates them
-    entirely outside ``[start_ms, end_ms)`` (daily ``...-2023-03-01.csv.gz``,
-    monthly ``...-2023-03.csv.gz``). Undated names are always kept.
-
-    Two years of daily kline files load in seconds; a one-week analysis should
-    not pay for them.
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(_DATA_SUFFIXES)))
-        else:
-            out.append(p)
-    if start_ms is None and end_ms is None:
-        return out
-    kept = []
-    for f in out:
-        m = _DATED_NAME.search(f.name)
-        if m is None:
-            kept.append(f)
-            continue
-        year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
-        try:
-            first = pd.Timestamp(year=year, month=month, day=int(day) if day else 1, tz="UTC")
-        except ValueError:
-            kept.append(f)
-            continue
-        last = first + (pd.Timedelta(days=1) if day else pd.DateOffset(months=1))
-        lo, hi = first.value // 1_000_000, last.value // 1_000_000
-        if (end_ms is not None and lo >= end_ms) or (start_ms is not None and hi <= start_ms):
-            continue
-        kept.append(f)
-    return kept
 
 
 def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | None = None,
@@ -151,15 +104,13 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
         if not Path(db).exists():
             raise ConfigError("db", str(db), "an existing SQLite file written by quantlab ingest/import")
         with TickStore(db, read_only=True) as store:
-            legs = [_leg_bars_from_store(store, s, timeframe, market, start_ms, end_ms) for s in (y, x)]
+            legs = [store.bars(s, timeframe, market=market, start_ms=start_ms, end_ms=end_ms)
+                    for s in (y, x)]
         origin = {"db": str(db)}
     else:
         from quantlab import io
 
-        selected = prune_dated_files(files, start_ms, end_ms)
-        if not selected:
-            raise ConfigError("files", [str(f) for f in files], "files covering the --start/--end range")
-        loaded = io.load_files(selected, market=market)
+        loaded = io.load_files(list(files), market=market, start_ms=start_ms, end_ms=end_ms)
         for s in (y, x):
             if s not in loaded:
                 raise UnknownSymbol(s, sorted(loaded))
@@ -196,18 +147,6 @@ def import_files_cli(args: Any) -> int:
     return 0
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, (pd.Timestamp,)):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def clean_json(value: Any) -> Any:
     """Recursively replace NaN/inf by None and numpy scalars by Python ones."""
     if isinstance(value, dict):
@@ -229,7 +168,7 @@ def write_json(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` as strict JSON (no NaN) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean_json(payload), indent=2, default=_json_default) + "\n")
+    path.write_text(json.dumps(clean_json(payload), indent=2, default=str) + "\n")
     return path
 
 
@@ -335,44 +274,3 @@ def backtest_cli(args: Any) -> int:
           f"break_even_fee_bps={summary['break_even_fee_bps']}")
     return 0
 
-
-def terminal_demo(db: str | Path, rate: float, duration_s: float | None) -> int:
-    """``quantlab demo --terminal``: the offline tour without a browser. Starts the
-    replay server on the synthetic pair (BTCUSDT/ETHUSDT at ``rate`` trades/s),
-    ingests it into ``db`` and prints the ingester's status line every few
-    seconds, then the pair's analytics on the stored bars. Ctrl-C stops."""
-    import signal
-    import threading
-
-    from quantlab.ingest import IngestSettings, run_for
-    from quantlab.replay import ReplayServer, SyntheticSource
-
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
-    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=rate, seed=0)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def on_term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        with ReplayServer(source) as server:
-            print(f"replay server: ws {server.ws_url}  rest {server.rest_url}", flush=True)
-            settings = IngestSettings(symbols=("BTCUSDT", "ETHUSDT"), market="spot", db_path=str(db),
-                                      ws_base=server.ws_url, rest_base=server.rest_url)
-            try:
-                run_for(settings, duration_s, status_every_s=2.0)
-            except KeyboardInterrupt:
-                pass
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    try:
-        aligned = load_pair_bars(y="BTCUSDT", x="ETHUSDT", timeframe="1s", db=db)
-        result = run_analysis(aligned, window=min(60, max(20, len(aligned) // 2)), health=False)
-        s = result.summary()
-        print(f"{len(aligned)} 1s bars in {db}: hedge_ratio={s['hedge_ratio']:.4g} "
-              f"adf_pvalue={s['adf_pvalue']:.3g} half_life_bars={s['half_life_bars']}")
-    except (InsufficientData, UnknownSymbol) as exc:
-        print(f"not enough stored data for analytics yet: {exc}")
-    return 0

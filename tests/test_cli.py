@@ -170,16 +170,15 @@ def test_analyze_real_klines(shared_data, tmp_path):
     assert frame["y"].iloc[0] == pytest.approx(23169.0)  # BTCUSDT 5m close 2023-03-01 00:00
 
 
-def test_prune_dated_files(tmp_path):
-    from quantlab.pairs import parse_time_ms, prune_dated_files
+def test_load_files_skips_files_dated_outside_the_range(tmp_path):
+    from quantlab.io import dated_name_overlaps
+    from quantlab.pairs import parse_time_ms
 
-    for name in ("A-1m-2023-02-28.csv", "A-1m-2023-03-01.csv", "A-1m-2023-03-02.csv",
-                 "A-1m-2023-03.csv", "A-1m-2023-04.csv", "notes.csv"):
-        (tmp_path / name).write_text("x")
-    kept = {p.name for p in prune_dated_files([tmp_path], parse_time_ms("2023-03-01T12:00", "s"),
-                                              parse_time_ms("2023-03-02", "e"))}
+    lo, hi = parse_time_ms("2023-03-01T12:00", "s"), parse_time_ms("2023-03-02", "e")
+    names = ("A-1m-2023-02-28.csv", "A-1m-2023-03-01.csv", "A-1m-2023-03-02.csv",
+             "A-1m-2023-03.csv", "A-1m-2023-04.csv", "notes.csv")
+    kept = {n for n in names if dated_name_overlaps(n, lo, hi)}
     assert kept == {"A-1m-2023-03-01.csv", "A-1m-2023-03.csv", "notes.csv"}
-
 
 def test_analyze_out_folder_names_the_file(pair_files, tmp_path):
     folder = tmp_path / "outputs"
