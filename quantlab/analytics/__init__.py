@@ -24,6 +24,10 @@ Entry points
     Building blocks.
 :func:`relationship_health`, :func:`health_at`, :func:`verdict`
     Rolling Engle-Granger p-value, half-life and beta drift with a plain-words verdict.
+:func:`deflated_sharpe_ratio`, :func:`probabilistic_sharpe_ratio`,
+:func:`probability_of_backtest_overfitting`, :func:`adjust_pvalues`, :func:`sweep_overfit`
+    Selection bias: Sharpe deflated by the number of trials (from :mod:`quantlab.ledger`),
+    PBO by CSCV, Benjamini-Yekutieli adjusted p-values.
 
 Every per-bar value at bar :math:`t` uses bars up to and including :math:`t`.
 """
@@ -42,6 +46,11 @@ from quantlab.analytics.stattests import (ADFResult, EngleGrangerPair, EngleGran
                                           HalfLifeResult, HurstResult, JohansenResult, KPSSResult,
                                           adf, coint, engle_granger, engle_granger_both, half_life,
                                           hurst, johansen, kpss)
+from quantlab.analytics.overfit import (DeflatedSharpeResult, PBOResult, ReturnMoments,
+                                        SweepOverfit, adjust_pvalues, deflated_sharpe_ratio,
+                                        expected_max_sharpe, probabilistic_sharpe_ratio,
+                                        probability_of_backtest_overfitting, return_moments,
+                                        sweep_overfit)
 from quantlab.analytics._base import HEDGE_METHODS
 
 __all__ = [
@@ -54,4 +63,7 @@ __all__ = [
     "rolling_zscore", "rolling_corr", "rolling_mean_std", "rolling_half_life", "log_returns",
     "realised_vol", "leg_stats", "LegStats", "bars_per_year", "HealthResult",
     "HealthThresholds", "relationship_health", "health_at", "verdict",
+    "DeflatedSharpeResult", "PBOResult", "ReturnMoments", "SweepOverfit", "adjust_pvalues",
+    "deflated_sharpe_ratio", "expected_max_sharpe", "probabilistic_sharpe_ratio",
+    "probability_of_backtest_overfitting", "return_moments", "sweep_overfit",
 ]
