@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8888, help="JupyterLab port")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.set_defaults(func=_cmd_lab)
+
+    p = sub.add_parser("scan", help="scan every pair of a universe: formation/evaluation, "
+                                    "BH/BY-adjusted selection, local pool or Dask")
+    from quantlab.scan.command import add_arguments as _scan_arguments
+
+    _scan_arguments(p)
+    p.set_defaults(func=_cmd_scan)
     return parser
 
 
@@ -184,6 +191,12 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     from quantlab import launch
 
     return launch.lab_cli(args)
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from quantlab.scan.command import scan_cli
+
+    return scan_cli(args)
 
 
 def main(argv: list[str] | None = None) -> int:
