@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--capture", nargs="+", metavar="FILE", help="ws-capture gzip files")
     src.add_argument("--trades", nargs="+", metavar="FILE", help="data.binance.vision trade files")
     p.add_argument("--symbols", type=_symbols, default=None, help="e.g. BTCUSDT,ETHUSDT")
-    p.add_argument("--market", choices=("spot", "usdm"), default="spot")
+    p.add_argument("--market", choices=("spot", "usdm", "both"), default="spot",
+                   help="both: spot (/api/v3, /ws, /stream) and USD-M (/fapi/v1, /market, /public) "
+                        "on one port, each with its own tape (recorded data: files of both markets)")
     p.add_argument("--rate", type=_positive_float, default=50.0,
                    help="synthetic trades per second, all symbols (0 = as fast as possible)")
     p.add_argument("--speed", type=_positive_float, default=1.0,
@@ -71,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fault injection, repeatable, e.g. drop_after_messages=500 "
                         "(see quantlab.replay.Faults)")
     p.add_argument("--prefill", type=int, default=0,
-                   help="synthetic trades already in the REST tape before streaming starts")
+                   help="trades already in the REST tape before streaming starts")
+    p.add_argument("--rebase-time", action="store_true",
+                   help="recorded data: shift the tape's times so that it plays as if recorded now")
+    p.add_argument("--live-clock", action="store_true",
+                   help="recorded data: start the clock when the server starts (clients that subscribe "
+                        "late miss the first trades); default: at the first subscription")
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("import", help="load files into the tick store")

@@ -47,6 +47,7 @@ import collections
 import dataclasses
 import email.utils
 import http
+import ipaddress
 import json
 import logging
 import math
@@ -76,7 +77,8 @@ from quantlab.io import iter_capture, load_trades
 from quantlab.schema import TICK_COLUMNS, TICK_DTYPES
 from quantlab.synthetic import (
     KNOWN_SYMBOLS, MARKET, SPOT_DECIMALS, TRADE_TYPES, AggBatch, Instruments, SymbolSpec, SyntheticMarket,
-    TradeBatch, aggregate_trades, default_spec, encode_agg_trades, encode_trades, format_decimal,
+    TradeBatch, aggregate_trades, default_spec, empty_trade_batch, encode_agg_trades, encode_trades,
+    format_decimal,
 )
 
 logger = logging.getLogger(__name__)
@@ -112,12 +114,15 @@ class Emission(NamedTuple):
     encoded : optional ``(symbol index, kind, combined) -> (frames, rows) | None`` giving
         WebSocket frames the source encoded ahead of time for this batch (``rows`` are
         their row positions in ``batch``); ``None`` means "encode them now".
+    extras : other recorded streams due now: ``(symbol index, kind) -> (data payloads,
+        positions among the rows of batch)`` (``bookTicker``, ``depth``), or ``None``.
     """
 
     batch: TradeBatch | None
     aggs: AggBatch | None
     wait_s: float | None
     encoded: Callable[[int, str, bool], tuple[list[bytes], np.ndarray] | None] | None = None
+    extras: dict[tuple[int, str], tuple[list[bytes], np.ndarray]] | None = None
 
 
 # =============================================================================
@@ -274,6 +279,19 @@ _STREAM_RE = re.compile(
     r"|![A-Za-z]+(?:_(?:1h|4h|1d))?@arr(?:@1s)?)$")
 
 
+# "A single connection can listen to a maximum of 1024 streams" (spot and USD-M docs,
+# "WebSocket Limits"). Binance documents no reply for a SUBSCRIBE beyond it; this server
+# answers with its "Invalid request" error shape (code 2), before examining any name.
+MAX_STREAMS = 1024
+# Incoming messages per second and connection (same section): spot 5, USD-M 10; a
+# connection beyond it is closed with 1008 "Too many requests", as Binance does.
+MAX_INCOMING_PER_S = {"spot": 5.0, "usdm": 10.0}
+
+
+def _too_many_streams(limit: int) -> str:
+    return f"Invalid request: too many streams (a connection listens to at most {limit})"
+
+
 def _error(code: int, msg: str, request_id: object) -> dict:
     return {"error": {"code": code, "msg": msg}, "id": request_id}
 
@@ -290,7 +308,8 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 36 and value.isalnum()
 
 
-def handle_control(raw: str | bytes, subscriptions: Sequence[str], combined: bool
+def handle_control(raw: str | bytes, subscriptions: Sequence[str], combined: bool, *,
+                   max_streams: int = MAX_STREAMS, unserved: Callable[[str], str | None] | None = None
                    ) -> tuple[dict, list[str], bool]:
     """Answer one client text frame as Binance's stream servers do.
 
@@ -305,6 +324,13 @@ def handle_control(raw: str | bytes, subscriptions: Sequence[str], combined: boo
     raw : the frame's text.
     subscriptions : current stream names, in subscription order.
     combined : whether payloads are wrapped (``/stream``) or raw (``/ws``).
+    max_streams : streams one connection may hold (Binance: 1024, "WebSocket Limits"); a
+        SUBSCRIBE that would exceed it is refused whole, before its names are examined.
+    unserved : ``stream -> reason or None``; a SUBSCRIBE naming a valid stream that the
+        server cannot feed is refused whole with that reason (code 2), never acknowledged
+        and then left silent.
+
+    Cost is linear in the number of streams named and held.
 
     Returns
     -------
@@ -337,13 +363,25 @@ def handle_control(raw: str | bytes, subscriptions: Sequence[str], combined: boo
         return _error(2, "Invalid request: request ID must be an unsigned integer", None), subs, combined
     params = req.get("params")
     if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+        if isinstance(params, list) and method == "SUBSCRIBE" and len(params) > max_streams:
+            return _error(2, _too_many_streams(max_streams), request_id), subs, combined
         if not isinstance(params, list) or not params or \
                 not all(isinstance(p, str) and _STREAM_RE.match(p) for p in params):
             return _error(2, "Invalid request: invalid stream", request_id), subs, combined
+        held = set(subs)
         if method == "SUBSCRIBE":
-            subs.extend(p for p in dict.fromkeys(params) if p not in subs)
+            new = [p for p in dict.fromkeys(params) if p not in held]
+            if len(subs) + len(new) > max_streams:
+                return _error(2, _too_many_streams(max_streams), request_id), subs, combined
+            if unserved is not None:
+                for p in new:
+                    reason = unserved(p)
+                    if reason is not None:
+                        return _error(2, f"Invalid request: {reason}", request_id), subs, combined
+            subs.extend(new)
         else:
-            subs = [s for s in subs if s not in params]
+            gone = set(params)
+            subs = [s for s in subs if s not in gone]
         return {"result": None, "id": request_id}, subs, combined
     if method == "LIST_SUBSCRIPTIONS":
         return {"result": subs, "id": request_id}, subs, combined
@@ -543,6 +581,13 @@ class SyntheticSource:
         self.gen.advance_clock_to(now_ms)
         return batch, aggs
 
+    def begin(self, now_ms: int) -> None:
+        """A synthetic market is live: its clock runs from :meth:`start`, subscribed or not."""
+
+    def streams(self) -> set[tuple[int, str]]:
+        """No recorded ``bookTicker``/``depth`` streams."""
+        return set()
+
     def poll(self, now_ms: int) -> Emission:
         """Trades due by ``now_ms``, their aggregates, and seconds until the next is due."""
         if not self.paced:
@@ -566,10 +611,14 @@ class RecordedSource:
         receive time, or the trade time for archive files.
     speed : replay speed factor (2 = twice as fast); ``0`` = as fast as possible.
     prefill : leading trades put in the tape (REST) before streaming starts.
-    rebase_time : shift ``T`` and ``E`` so that the first streamed trade carries the
-        server's start time (a live-looking replay); default: the recorded times.
+    rebase_time : shift ``T`` and ``E`` so that the tape plays as if recorded now: the
+        prefilled history ends when the server starts, and every streamed trade carries
+        about the wall time at which it is sent (the first one the time the clock
+        starts, see :meth:`begin`); default: the recorded times.
     specs : per-symbol :class:`~quantlab.synthetic.SymbolSpec` for exchangeInfo.
     batch_size : trades per step in as-fast-as-possible mode.
+    extras : recorded ``bookTicker``/``depth`` messages to replay on their own
+        schedule alongside the trades (:func:`load_capture` with ``extras=True``).
     preencode : frame every ``@trade`` message for combined streams now, so that
         streaming them is only slicing and joining bytes (benchmarks: the server then
         costs almost no CPU per message). Takes about 4 s per million trades and
@@ -579,7 +628,7 @@ class RecordedSource:
 
     def __init__(self, batch: TradeBatch, schedule_ns: np.ndarray, *, speed: float = 1.0,
                  prefill: int = 0, rebase_time: bool = False, specs: Sequence[SymbolSpec] | None = None,
-                 batch_size: int = 2000, preencode: bool = False):
+                 batch_size: int = 2000, preencode: bool = False, extras: Extras | None = None):
         if not speed >= 0:
             raise ConfigError("speed", speed, "a factor >= 0 (0 = as fast as possible)")
         if len(batch) == 0:
@@ -601,6 +650,11 @@ class RecordedSource:
         self._cursor = 0
         self._origin_wall_ms = 0
         self._origin_ns = 0
+        self._start_ms: int | None = None
+        self._begun = False
+        self._shift = 0  # ms added to recorded times (rebase_time)
+        self.extras = extras if extras is not None and len(extras.ns) else None
+        self._xcursor = 0
         if preencode and rebase_time:
             raise ConfigError("preencode", preencode, "False when rebase_time is True")
         # (symbol index) -> (rows of that symbol in the whole batch, their combined @trade frames)
@@ -629,65 +683,128 @@ class RecordedSource:
         aggs = dataclasses.replace(aggs, last_row=aggs.last_row - a)
         return self._all.take(slice(a, b)), aggs
 
+    def streams(self) -> set[tuple[int, str]]:
+        """``(symbol index, kind)`` of the recorded non-trade streams this source replays."""
+        return self.extras.streams() if self.extras is not None else set()
+
+    def _shift_times(self, shift: int, from_row: int) -> None:
+        if not shift:
+            return
+        t, e = self._all.time_ms.copy(), self._all.event_ms.copy()  # new arrays: the tape keeps its own
+        t[from_row:] += shift
+        e[from_row:] += shift
+        self._all = dataclasses.replace(self._all, time_ms=t, event_ms=e)
+        later = self._aggs.last_row >= from_row
+        self._aggs = dataclasses.replace(self._aggs, time_ms=self._aggs.time_ms + np.where(later, shift, 0),
+                                         event_ms=self._aggs.event_ms + np.where(later, shift, 0))
+        self._shift += shift
+
     def start(self, now_ms: int) -> tuple[TradeBatch, AggBatch] | None:
+        """Server start: return the prefilled history (with ``rebase_time``, shifted to
+        end at ``now_ms``). The schedule starts at :meth:`begin`."""
         n = len(self._all)
+        self._start_ms = now_ms
         if self.rebase_time:
-            anchor = int(self._all.time_ms[min(self.prefill, n - 1)])
-            shift = now_ms - anchor
-            self._all = dataclasses.replace(self._all, time_ms=self._all.time_ms + shift,
-                                            event_ms=self._all.event_ms + shift)
-            self._aggs = dataclasses.replace(self._aggs, time_ms=self._aggs.time_ms + shift,
-                                             event_ms=self._aggs.event_ms + shift)
+            self._shift_times(now_ms - int(self._all.time_ms[min(self.prefill, n - 1)]), 0)
         self._cursor = self.prefill
+        return self._slice(0, self.prefill) if self.prefill else None
+
+    def begin(self, now_ms: int) -> None:
+        """Start the clock: trade ``prefill`` is due now, the others at their recorded
+        offsets divided by ``speed``. The server calls it at the first subscription (so
+        the first client gets the whole tape) or, live-like, when it starts. With
+        ``rebase_time`` the trades not yet sent move on by the wait since :meth:`start`
+        (a quiet spell between the history and the stream, as on a live market)."""
+        n = len(self._all)
+        if self._begun:
+            return
+        self._begun = True
+        if self._start_ms is None:
+            self.start(now_ms)
+        if self.rebase_time:
+            self._shift_times(now_ms - self._start_ms, self._cursor)
         self._origin_wall_ms = now_ms
         self._origin_ns = int(self._sched[min(self.prefill, n - 1)])
-        return self._slice(0, self.prefill) if self.prefill else None
+        if self.extras is not None:  # messages recorded before the first streamed trade are history
+            self._xcursor = int(np.searchsorted(self.extras.ns, self._origin_ns, side="left"))
+
+    def _extras_until(self, a: int, b: int, limit_ns: int | None) -> dict[tuple[int, str], tuple[list[bytes], np.ndarray]] | None:
+        """Extra messages due up to ``limit_ns`` (``None``: all left), keyed by stream, with
+        their positions among the trade rows ``a..b-1`` of the same emission."""
+        x = self.extras
+        if x is None or self._xcursor >= len(x.ns):
+            return None
+        lo = self._xcursor
+        hi = len(x.ns) if limit_ns is None else int(np.searchsorted(x.ns, limit_ns, side="right"))
+        if hi <= lo:
+            return None
+        self._xcursor = hi
+        pos = np.searchsorted(self._sched[a:b], x.ns[lo:hi], side="right") - 0.5
+        out: dict[tuple[int, str], tuple[list[bytes], list[float]]] = {}
+        shift = self._shift
+        for i in range(lo, hi):
+            key = (int(x.sym[i]), x.kind[i])
+            data = x.data[i] if not shift else _shift_payload(x.data[i], shift)
+            frames, where = out.setdefault(key, ([], []))
+            frames.append(data)
+            where.append(float(pos[i - lo]))
+        return {k: (f, np.asarray(w)) for k, (f, w) in out.items()}
 
     def poll(self, now_ms: int) -> Emission:
         n = len(self._all)
         a = self._cursor
         if a >= n:
-            return Emission(None, None, None)
+            extras = self._extras_until(a, a, None)
+            return Emission(None, None, None, extras=extras)
         if not self.paced:
             b = min(n, a + self.batch_size)
             wait_s = 0.0
+            limit_ns = None if b >= n else int(self._sched[b]) - 1
         else:
             elapsed_ns = (now_ms - self._origin_wall_ms) * 1_000_000 * self.speed
-            b = int(np.searchsorted(self._sched, self._origin_ns + elapsed_ns, side="right"))
+            limit_ns = self._origin_ns + int(elapsed_ns)
+            b = int(np.searchsorted(self._sched, limit_ns, side="right"))
             b = max(a, b)
             if b >= n:
                 wait_s = 0.0
             else:
                 due_ms = self._origin_wall_ms + (self._sched[b] - self._origin_ns) / 1e6 / self.speed
+                if self.extras is not None and self._xcursor < len(self.extras.ns):
+                    due_ms = min(due_ms, self._origin_wall_ms
+                                 + (self.extras.ns[self._xcursor] - self._origin_ns) / 1e6 / self.speed)
                 wait_s = min(0.25, max(0.0005, (due_ms - now_ms) / 1000.0))
         self._cursor = b
+        extras = self._extras_until(a, b, limit_ns)
         if b == a:
-            return Emission(None, None, wait_s)
+            return Emission(None, None, wait_s, extras=extras)
         batch, aggs = self._slice(a, b)
-        return Emission(batch, aggs, wait_s, self._encoded_between(a, b) if self._preencoded else None)
+        return Emission(batch, aggs, wait_s, self._encoded_between(a, b) if self._preencoded else None, extras)
 
     # --- constructors ------------------------------------------------------------
     @classmethod
     def from_capture(cls, paths: Sequence[str | Path], *, symbols: Sequence[str] | None = None,
-                     **kwargs: Any) -> "RecordedSource":
-        """Replay the ``@trade`` messages of WebSocket captures.
+                     market: str | None = None, **kwargs: Any) -> "RecordedSource":
+        """Replay the ``@trade``, ``@bookTicker`` and ``@depth...`` messages of WebSocket captures.
 
         The files hold ``<local_receive_time_ns> <json>`` lines (gzip), mixed streams
-        (``data/README.md``): ``@trade`` lines are kept, ``bookTicker``/``depth`` lines and
-        the REST depth snapshot are ignored. Several files (days, symbols) are merged by
+        (``data/README.md``): ``@trade`` lines become the tape, ``bookTicker``/``depth``
+        lines are replayed as recorded (exact bytes; times shifted with ``rebase_time``)
+        on the streams of the same names, the REST depth snapshot is ignored. ``market``
+        picks the spot or the USD-M messages of captures that hold both. Several files (days, symbols) are merged by
         receive time and de-duplicated by id. Trades are re-encoded from exact integers
         in the decimals the capture used, so the frames are byte-identical to the
         recorded payloads. Paced by the recorded receive times divided by ``speed``.
         """
-        batch, sched = load_capture(paths, symbols=symbols)
-        return cls(batch, sched, **kwargs)
+        batch, sched, extras = load_capture(paths, symbols=symbols, market=market, extras=True)
+        return cls(batch, sched, extras=extras, **kwargs)
 
     @classmethod
     def from_trade_files(cls, paths: Sequence[str | Path], *, symbols: Sequence[str] | None = None,
-                         market: str | None = None, **kwargs: Any) -> "RecordedSource":
+                         market: str | None = None, keep_market: str | None = None,
+                         **kwargs: Any) -> "RecordedSource":
         """Replay data.binance.vision ``trades`` files, read by :func:`quantlab.io.load_trades`,
         paced by trade time ``T`` divided by ``speed`` (``E = T``)."""
-        batch = load_trade_files(paths, symbols=symbols, market=market)
+        batch = load_trade_files(paths, symbols=symbols, market=market, keep_market=keep_market)
         return cls(batch, batch.time_ms * 1_000_000, **kwargs)
 
     @classmethod
@@ -723,6 +840,16 @@ def _recorded_spec(symbol: str, inst: Instruments) -> SymbolSpec:
     return dataclasses.replace(spec, tick=tick, step=step, price_dp=pdp, qty_dp=qdp)
 
 
+def _shift_payload(data: bytes, shift_ms: int) -> bytes:
+    """A recorded payload with its event and transaction times (``E``, ``T``) moved by
+    ``shift_ms`` (rebased replays); every other byte of meaning kept (key order too)."""
+    obj = orjson.loads(data)
+    for key in ("E", "T"):
+        if isinstance(obj.get(key), int):
+            obj[key] += shift_ms
+    return orjson.dumps(obj)
+
+
 def _decimals(text: str) -> int:
     dot = text.find(".")
     return 0 if dot < 0 else len(text) - dot - 1
@@ -736,21 +863,57 @@ def _units(text: str, dp: int) -> int:
     return int(whole + frac.ljust(dp, "0"))
 
 
-def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[str] | None = None
-                 ) -> tuple[TradeBatch, np.ndarray]:
-    """``@trade`` messages of captures -> (batch in receive order, receive times in ns).
+class Extras(NamedTuple):
+    """Recorded messages of streams other than trades (``bookTicker``, ``depth...``),
+    replayed as recorded: ``data`` payloads, exact bytes.
 
-    Market from the payloads (spot carries ``M``, USD-M ``X``; mixing is an error);
-    decimals per symbol from the strings (spot 8, e.g. futures BTCUSDT 2 and 3).
+    Attributes
+    ----------
+    ns : receive time of each message (ns, non-decreasing).
+    sym : symbol index of each (into the source's :class:`~quantlab.synthetic.Instruments`).
+    kind : stream kind after the ``@`` (``"bookTicker"``, ``"depth@100ms"``).
+    data : the ``data`` payload of each message (bytes).
     """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    want = {s.upper() for s in symbols} if symbols else None
-    rows: list[tuple] = []
-    market: str | None = None
+
+    ns: np.ndarray
+    sym: np.ndarray
+    kind: list[str]
+    data: list[bytes]
+
+    def streams(self) -> set[tuple[int, str]]:
+        """``(symbol index, kind)`` of every stream held."""
+        return set(zip(self.sym.tolist(), self.kind))
+
+
+def _extra_market(data: str) -> str:
+    # Futures bookTicker carries "e":"bookTicker" (spot's has no event type) and futures
+    # depth updates carry "pu" (previous final update id); spot has neither.
+    return "usdm" if '"e":"bookTicker"' in data or '"pu":' in data else "spot"
+
+
+def _read_captures(paths: Sequence[str | Path], want: set[str] | None) -> tuple[dict[str, list[tuple]],
+                                                                              dict[str, list[tuple]]]:
+    """Trade rows and extra-stream rows of captures, by market (``"spot"``/``"usdm"``)."""
+    rows: dict[str, list[tuple]] = {"spot": [], "usdm": []}
+    extras: dict[str, list[tuple]] = {"spot": [], "usdm": []}
     for path in paths:
         for ns, raw in iter_capture(path):
             if '"e":"trade"' not in raw:  # depth/bookTicker lines are most of a capture
+                if not raw.startswith('{"stream":"'):
+                    continue  # a REST depth snapshot
+                end = raw.find('"', 11)
+                stream = raw[11:end]
+                head = f'{{"stream":"{stream}","data":'
+                if not raw.startswith(head) or not raw.endswith("}"):
+                    continue
+                name, _, kind = stream.partition("@")
+                if not (kind == "bookTicker" or kind.startswith("depth")):
+                    continue
+                sym = name.upper()
+                if want is not None and sym not in want:
+                    continue
+                data = raw[len(head):-1]
+                extras[_extra_market(data)].append((ns, sym, kind, data.encode()))
                 continue
             try:
                 obj = orjson.loads(raw)
@@ -763,16 +926,64 @@ def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[
             if want is not None and sym not in want:
                 continue
             m = "usdm" if "X" in data else "spot"
-            if market is None:
-                market = m
-            elif m != market:
-                raise DataFileError(path, f"mixes spot and USD-M trades (found {m} after {market}); "
-                                          "replay one market per server")
-            rows.append((ns, sym, int(data["t"]), str(data["p"]), str(data["q"]), int(data["T"]),
-                         int(data.get("E", data["T"])), bool(data["m"]), data.get("X", "MARKET")))
-    if not rows:
+            rows[m].append((ns, sym, int(data["t"]), str(data["p"]), str(data["q"]), int(data["T"]),
+                            int(data.get("E", data["T"])), bool(data["m"]), data.get("X", "MARKET")))
+    return rows, extras
+
+
+def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[str] | None = None,
+                 market: str | None = None, extras: bool = False):
+    """``@trade`` messages of captures -> (batch in receive order, receive times in ns).
+
+    Market from the payloads (spot carries ``M``, USD-M ``X``); mixing is an error unless
+    ``market`` picks one. Decimals per symbol from the strings (spot 8, e.g. futures
+    BTCUSDT 2 and 3). With ``extras=True`` the result has a third item, the
+    :class:`Extras` (``bookTicker`` and ``depth`` messages) of the same market.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    by_market = load_capture_markets(paths, symbols=symbols)
+    if market is None:
+        if len(by_market) > 1:
+            raise DataFileError(", ".join(str(p) for p in paths),
+                                "mixes spot and USD-M trades; replay one market per source "
+                                "(`quantlab replay --market both` serves each from its own tape)")
+        market = next(iter(by_market))
+    require_choice("market", market, ("spot", "usdm"))
+    if market not in by_market:
+        raise DataFileError(", ".join(str(p) for p in paths), f"no {market} @trade messages"
+                            + (f" for {sorted(s.upper() for s in symbols)}" if symbols else ""))
+    batch, sched, x = by_market[market]
+    return (batch, sched, x) if extras else (batch, sched)
+
+
+def load_capture_markets(paths: Sequence[str | Path], *, symbols: Sequence[str] | None = None
+                         ) -> dict[str, tuple[TradeBatch, np.ndarray, Extras]]:
+    """Every market of the captures, read once: ``{"spot"|"usdm": (batch, receive ns,
+    extras)}`` for the markets that have ``@trade`` messages; at least one or
+    :class:`~quantlab.errors.DataFileError`."""
+    want = {s.upper() for s in symbols} if symbols else None
+    rows, extra_rows = _read_captures(paths, want)
+    out = {}
+    for m in ("spot", "usdm"):
+        if rows[m]:
+            batch, sched = _capture_batch(rows[m], m)
+            out[m] = (batch, sched, _capture_extras(extra_rows[m], batch.instruments))
+    if not out:
         raise DataFileError(", ".join(str(p) for p in paths), "no @trade messages"
                             + (f" for {sorted(want)}" if want else ""))
+    return out
+
+
+def _capture_extras(rows: list[tuple], inst: Instruments) -> Extras:
+    keep = [r for r in rows if inst.index(r[1]) >= 0]  # streams of symbols that trade here
+    keep.sort(key=lambda r: r[0])
+    return Extras(np.array([r[0] for r in keep], np.int64),
+                  np.array([inst.index(r[1]) for r in keep], np.int16),
+                  [r[2] for r in keep], [r[3] for r in keep])
+
+
+def _capture_batch(rows: list[tuple], market: str) -> tuple[TradeBatch, np.ndarray]:
     rows.sort(key=lambda r: r[0])  # stable: merge files by receive time
     names = list(dict.fromkeys(r[1] for r in rows))
     pdp = {s: 0 for s in names}
@@ -780,7 +991,7 @@ def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[
     for r in rows:
         pdp[r[1]] = max(pdp[r[1]], _decimals(r[3]))
         qdp[r[1]] = max(qdp[r[1]], _decimals(r[4]))
-    inst = Instruments(market or "spot", tuple(names), tuple(pdp[s] for s in names), tuple(qdp[s] for s in names))
+    inst = Instruments(market, tuple(names), tuple(pdp[s] for s in names), tuple(qdp[s] for s in names))
     seen: set[tuple[str, int]] = set()
     keep = []
     for r in rows:  # overlapping files repeat messages: keep the first
@@ -814,19 +1025,24 @@ def _fit_decimals(values: np.ndarray, max_dp: int = 8) -> int:
 
 
 def load_trade_files(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[str] | None = None,
-                     market: str | None = None) -> TradeBatch:
+                     market: str | None = None, keep_market: str | None = None) -> TradeBatch:
     """data.binance.vision ``trades`` files -> one batch sorted by time then id.
 
     Read with :func:`quantlab.io.load_trades`; prices/quantities are turned back into
     exact integers: spot with 8 decimals; futures with the contract's decimals for the
     symbols :func:`~quantlab.synthetic.default_spec` knows (BTCUSDT ``"61800.30"``,
     ``"0.006"``: the archive's floats lost the trailing zeros), else the fewest decimals
-    that spell every value.
+    that spell every value. ``keep_market`` keeps the trades of that market only (files
+    of both markets for ``--market both``).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     frames = [load_trades(p, market=market) for p in paths]
     frame = pd.concat(frames, ignore_index=True)
+    if keep_market is not None:
+        frame = frame[frame["market"] == keep_market]
+        if frame.empty:
+            raise DataFileError(", ".join(str(p) for p in paths), f"no {keep_market} trades")
     if frame.empty:
         raise DataFileError(", ".join(str(p) for p in paths), "no trades")
     if set(frame["kind"]) != {"trade"}:
@@ -890,6 +1106,38 @@ def make_source(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
                                            prefill=prefill, rebase_time=rebase_time)
 
 
+def make_sources(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
+                 symbols: Sequence[str] | None = None, market: str = "spot", rate: float | None = 50.0,
+                 speed: float = 1.0, seed: int = 0, prefill: int = 0, rebase_time: bool = False) -> list:
+    """The sources of one server: ``[make_source(...)]``, or for ``market="both"`` a
+    spot and a USD-M source (synthetic: the same symbols, seeds ``seed`` and
+    ``seed + 1``; recorded: the spot and the USD-M trades of the files, both required).
+    """
+    require_choice("market", market, ("spot", "usdm", "both"))
+    if market != "both":
+        return [make_source(kind, paths, symbols=symbols, market=market, rate=rate, speed=speed, seed=seed,
+                            prefill=prefill, rebase_time=rebase_time)]
+    require_choice("source_kind", kind, ("synthetic", "capture", "trades"))
+    if kind == "synthetic":
+        syms = tuple(symbols or ("BTCUSDT", "ETHUSDT"))
+        return [SyntheticSource(syms, market="spot", rate=rate, seed=seed, prefill=prefill),
+                SyntheticSource(syms, market="usdm", rate=rate, seed=seed + 1, prefill=prefill)]
+    if not paths:
+        raise ConfigError("paths", paths, f"at least one {kind} file")
+    options = dict(speed=speed, prefill=prefill, rebase_time=rebase_time)
+    if kind == "capture":
+        by_market = load_capture_markets(paths, symbols=symbols)
+        missing = [m for m in ("spot", "usdm") if m not in by_market]
+        if missing:
+            raise DataFileError(", ".join(str(p) for p in paths),
+                                f"holds no {' or '.join(missing)} trades; --market both needs captures of "
+                                "both markets (or pick --market " + next(iter(by_market)) + ")")
+        return [RecordedSource(b, sched, extras=x, **options) for b, sched, x in
+                (by_market["spot"], by_market["usdm"])]
+    return [RecordedSource.from_trade_files(paths, symbols=symbols, keep_market=m, **options)
+            for m in ("spot", "usdm")]
+
+
 # =============================================================================
 # REST
 # =============================================================================
@@ -913,7 +1161,7 @@ _INTERVALS_MS = {
     "3d": 3 * 1440 * _MINUTE_MS, "1w": 7 * 1440 * _MINUTE_MS, "1M": -1,
 }
 _WEEK_OFFSET_MS = 4 * 1440 * _MINUTE_MS  # weekly klines open on Mondays; 1970-01-01 was a Thursday
-_AGG_WINDOW_MS = 3_600_000  # aggTrades: startTime..endTime must span less than 1 hour
+_AGG_WINDOW_MS = 3_600_000  # USD-M aggTrades: startTime..endTime may span at most 1 hour
 _QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
 
 
@@ -1119,7 +1367,10 @@ class _RestApi:
         limit = self._limit(params, "aggTrades")
         from_id = _int_param(params, "fromId")
         start, end = _int_param(params, "startTime"), _int_param(params, "endTime")
-        if start is not None and end is not None and end - start >= _AGG_WINDOW_MS:
+        if self.market == "usdm" and start is not None and end is not None and end - start > _AGG_WINDOW_MS:
+            # USD-M refuses windows longer than one hour; exactly one hour is fine (ccxt's
+            # fetch_trades(since=...) and python-binance's aggregate_trade_iter send that).
+            # Spot has no limit since Binance's 2022-12-05 change.
             raise _ApiError(-1127, "More than 1 hours between startTime and endTime.")
         pdp, qdp = self.inst.price_dp[s], self.inst.qty_dp[s]
         with self.tape.lock:
@@ -1160,25 +1411,16 @@ class _RestApi:
         start, end = _int_param(params, "startTime"), _int_param(params, "endTime")
         with self.tape.lock:
             cols = self.tape.trades[s]
-            ok = np.flatnonzero((cols["ttype"] == MARKET) & (cols["price"] > 0) & (cols["qty"] > 0))
-            t = cols["time"][ok]
+            ok = _kline_rows(cols["ttype"], cols["price"], cols["qty"])
+            t, ids = cols["time"][ok], cols["id"][ok]
             price, qty, maker = cols["price"][ok], cols["qty"][ok], cols["m"][ok]
         if t.size == 0:
             return []
-        opens = _open_times(t, interval)
-        keys, starts = np.unique(opens, return_index=True)
-        ends = np.append(starts[1:], t.size) - 1
-        pdp, qdp = self.inst.price_dp[s], self.inst.qty_dp[s]
-        qvol_dp = SPOT_DECIMALS if self.market == "spot" else min(8, pdp + qdp)
-        vol = np.add.reduceat(qty, starts)
-        buy_qty = np.where(maker, 0, qty)  # m false: the buyer was the taker
-        tb_vol = np.add.reduceat(buy_qty, starts)
-        quote = _exact_product_sum(price, qty, starts)
-        tb_quote = _exact_product_sum(price, buy_qty, starts)
-        bars = dict(zip(keys.tolist(), zip(
-            price[starts].tolist(), np.maximum.reduceat(price, starts).tolist(),
-            np.minimum.reduceat(price, starts).tolist(), price[ends].tolist(), vol.tolist(), quote,
-            (ends - starts + 1).tolist(), tb_vol.tolist(), tb_quote)))
+        g = _kline_groups(t, ids, price, qty, maker, interval)
+        keys = g["t"]
+        bars = {ot: tuple(g[k][i] for k in ("o", "h", "l", "c", "v", "q", "n", "V", "Q"))
+                for i, ot in enumerate(keys.tolist())}
+        fmt = _KlineFormat(self.market, self.inst.price_dp[s], self.inst.qty_dp[s])
         # Every interval from the first trade to the last is a row; an empty one is flat
         # at the previous close with zero volume, as Binance's klines are.
         all_opens = _interval_range(int(keys[0]), int(keys[-1]), interval)
@@ -1201,11 +1443,69 @@ class _RestApi:
                 bar = (c, c, c, c, 0, 0, 0, 0, 0)
             o, h, lo, c, v, q, n, tv, tq = bar
             prev_close = c
-            out.append([ot, format_decimal(o, pdp), format_decimal(h, pdp), format_decimal(lo, pdp),
-                        format_decimal(c, pdp), format_decimal(v, qdp), _close_time(ot, interval),
-                        format_decimal(_round_units(q, pdp + qdp, qvol_dp), qvol_dp), n,
-                        format_decimal(tv, qdp), format_decimal(_round_units(tq, pdp + qdp, qvol_dp), qvol_dp), "0"])
+            out.append([ot, fmt.price(o), fmt.price(h), fmt.price(lo), fmt.price(c), fmt.qty(v),
+                        _close_time(ot, interval), fmt.quote(q), n, fmt.qty(tv), fmt.quote(tq), "0"])
         return out
+
+
+def _kline_rows(ttype: np.ndarray, price: np.ndarray, qty: np.ndarray) -> np.ndarray:
+    """Rows that count in klines: market fills with a positive price and quantity
+    (futures klines leave out insurance-fund, ADL and NA prints, BINANCE.md "Messages")."""
+    return np.flatnonzero((ttype == MARKET) & (price > 0) & (qty > 0))
+
+
+def _kline_groups(t: np.ndarray, ids: np.ndarray, price: np.ndarray, qty: np.ndarray, maker: np.ndarray,
+                  interval: str) -> dict[str, Any]:
+    """One kline per interval holding trades: the one aggregation used by REST
+    ``klines`` and by the ``@kline_<interval>`` streams.
+
+    Parameters
+    ----------
+    t, ids : trade times (ms, UTC) and trade ids, in trade order.
+    price, qty : exact integers (units of ``10**-price_dp`` and ``10**-qty_dp``).
+    maker : ``m`` (buyer is maker: the taker sold).
+    interval : a Binance kline interval (``1s`` .. ``1M``).
+
+    Returns
+    -------
+    dict of lists (and ``t``, an int64 array of open times, ms): ``o, h, l, c``
+    prices; ``v`` volume and ``V`` taker-buy volume (qty units); ``q`` quote volume and
+    ``Q`` taker-buy quote volume, exact :math:`\\sum p_i q_i` in units of
+    ``10**-(price_dp + qty_dp)``; ``n`` trade count; ``f``, ``L`` first and last trade id;
+    ``start`` the row of each bar's first trade.
+    Bars are keyed by the open time of each trade's interval; a trade time earlier than
+    its predecessor's stays in the running bar (ids order the tape).
+    """
+    opens = np.maximum.accumulate(_open_times(t, interval))
+    starts = np.flatnonzero(np.r_[True, opens[1:] != opens[:-1]])
+    ends = np.append(starts[1:], t.size) - 1
+    buy_qty = np.where(maker, 0, qty)  # m false: the buyer was the taker
+    return {
+        "t": opens[starts], "o": price[starts].tolist(), "h": np.maximum.reduceat(price, starts).tolist(),
+        "l": np.minimum.reduceat(price, starts).tolist(), "c": price[ends].tolist(),
+        "v": np.add.reduceat(qty, starts).tolist(), "q": _exact_product_sum(price, qty, starts),
+        "n": (ends - starts + 1).tolist(), "V": np.add.reduceat(buy_qty, starts).tolist(),
+        "Q": _exact_product_sum(price, buy_qty, starts), "f": ids[starts].tolist(), "L": ids[ends].tolist(),
+        "start": starts,
+    }
+
+
+class _KlineFormat:
+    """Binance's spelling of kline numbers: prices and volumes in the symbol's decimals,
+    quote volumes in 8 decimals on spot and ``min(8, price_dp + qty_dp)`` on USD-M."""
+
+    def __init__(self, market: str, pdp: int, qdp: int):
+        self.pdp, self.qdp = pdp, qdp
+        self.qvol_dp = SPOT_DECIMALS if market == "spot" else min(8, pdp + qdp)
+
+    def price(self, units: int) -> str:
+        return format_decimal(units, self.pdp)
+
+    def qty(self, units: int) -> str:
+        return format_decimal(units, self.qdp)
+
+    def quote(self, exact: int) -> str:
+        return format_decimal(_round_units(exact, self.pdp + self.qdp, self.qvol_dp), self.qvol_dp)
 
 
 def _open_times(t: np.ndarray, interval: str) -> np.ndarray:
@@ -1244,17 +1544,21 @@ def _http_response(status: int, body: bytes, extra: Sequence[tuple[str, str]] = 
 # Streaming
 # =============================================================================
 class _Step:
-    """One emission: a batch of trades and the aggregates they complete.
+    """One emission: a batch of trades, the aggregates they complete, and the messages
+    of other streams due with them (klines folded from these trades; recorded
+    ``bookTicker``/``depth``).
 
     Frames are encoded lazily, once per (stream, wrapping), and shared by every
     connection that subscribes to that stream.
     """
 
-    __slots__ = ("batch", "aggs", "_skip", "_encoded", "_cache")
+    __slots__ = ("batch", "aggs", "_skip", "_encoded", "_cache", "extra")
 
     def __init__(self, batch: TradeBatch, aggs: AggBatch | None, skip: tuple[int, int, int] | None,
-                 encoded: Callable[[int, str, bool], tuple[list[bytes], np.ndarray] | None] | None = None):
+                 encoded: Callable[[int, str, bool], tuple[list[bytes], np.ndarray] | None] | None = None,
+                 extra: Mapping[tuple[int, str], tuple[list[bytes], np.ndarray]] | None = None):
         self.batch, self.aggs, self._skip, self._encoded = batch, aggs, skip, encoded
+        self.extra = extra or {}
         self._cache: dict[tuple, tuple[list[bytes], np.ndarray]] = {}
 
     def frames(self, key: tuple[int, str], combined: bool) -> tuple[list[bytes], np.ndarray]:
@@ -1263,6 +1567,15 @@ class _Step:
         if cached is not None:
             return cached
         s, kind = key
+        if kind not in ("trade", "aggTrade"):
+            payloads, pos = self.extra.get(key, ([], np.zeros(0)))
+            if combined and payloads:
+                name = f"{self.batch.instruments.symbols[s].lower()}@{kind}".encode()
+                head = b'{"stream":"' + name + b'","data":'
+                payloads = [head + p + b"}" for p in payloads]
+            result = (_ws_text_frames(payloads), pos)
+            self._cache[(key, combined)] = result
+            return result
         ready = self._encoded(s, kind, combined) if self._encoded is not None else None
         if ready is not None:
             frames, rows = ready
@@ -1295,11 +1608,101 @@ class _Step:
         return result
 
 
+# Kline push periods (ms): spot 2000 (1000 for 1s klines), USD-M 250 (Binance docs,
+# "Kline/Candlestick Streams", "Update Speed").
+_KLINE_PUSH_MS = {"spot": 2000, "usdm": 250}
+_KLINE_TEMPLATE = ('{"e":"kline","E":%d,"s":"%s","k":{"t":%d,"T":%d,"s":"%s","i":"%s","f":%d,"L":%d,'
+                   '"o":"%s","c":"%s","h":"%s","l":"%s","v":"%s","n":%d,"x":%s,"q":"%s","V":"%s","Q":"%s",'
+                   '"B":"0"}}')
+
+
+class _KlineStream:
+    """The open kline of one ``<symbol>@kline_<interval>`` stream, folded from the tape.
+
+    Payload (Binance spot and USD-M docs, "Kline/Candlestick Streams"; same keys, same
+    order)::
+
+        {"e":"kline","E":1723161255343,"s":"BTCUSDT","k":{"t":1723161240000,
+         "T":1723161299999,"s":"BTCUSDT","i":"1m","f":3735683259,"L":3735683301,
+         "o":"61837.63000000","c":"61840.01000000","h":"61841.00000000",
+         "l":"61830.00000000","v":"1.20000000","n":43,"x":false,"q":"74206....",
+         "V":"0.70000000","Q":"43287....","B":"0"}}
+
+    Numbers as in REST ``klines`` (one aggregation, :func:`_kline_groups`). The clock is
+    the tape's trade time: an open-kline update (``"x":false``) goes out with a step
+    whose last trade is at least one push period after the previous update, or that
+    opens a kline; the closing message (``"x":true``, the kline's final values) goes out
+    with the first trade of the next kline, since a replay knows a kline is complete
+    only then. Intervals without trades send nothing. ``E`` is the event time of the
+    trade that triggered the message.
+    """
+
+    def __init__(self, market: str, symbol: str, interval: str, pdp: int, qdp: int):
+        self.interval = interval
+        self.symbol = symbol
+        self.fmt = _KlineFormat(market, pdp, qdp)
+        self.push_ms = 1000 if interval == "1s" else _KLINE_PUSH_MS[market]
+        self.bar: list | None = None  # [t, o, h, l, c, v, q, n, V, Q, f, L]
+        self.last_push: int | None = None
+
+    def seed(self, t: np.ndarray, ids: np.ndarray, price: np.ndarray, qty: np.ndarray, maker: np.ndarray) -> None:
+        """Start from the tape's trades (kline rows of this symbol): the running kline."""
+        if t.size == 0:
+            return
+        last_open = int(_open_times(t[-1:], self.interval)[0])
+        lo = int(np.argmax(np.maximum.accumulate(t) >= last_open))
+        g = _kline_groups(t[lo:], ids[lo:], price[lo:], qty[lo:], maker[lo:], self.interval)
+        self.bar = self._group(g, len(g["n"]) - 1)
+
+    @staticmethod
+    def _group(g: Mapping[str, Any], i: int) -> list:
+        return [int(g["t"][i])] + [g[k][i] for k in ("o", "h", "l", "c", "v", "q", "n", "V", "Q", "f", "L")]
+
+    def update(self, t: np.ndarray, ids: np.ndarray, price: np.ndarray, qty: np.ndarray, maker: np.ndarray,
+               event: np.ndarray, pos: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+        """Fold one step's trades (kline rows of this symbol, in order); return the
+        messages due (``data`` payloads) and their positions among the step's rows."""
+        g = _kline_groups(t, ids, price, qty, maker, self.interval)
+        out: list[bytes] = []
+        where: list[float] = []
+        opened = False
+        for i in range(len(g["n"])):
+            grp = self._group(g, i)
+            bar = self.bar
+            if bar is not None and grp[0] <= bar[0]:  # the running kline (or a late trade time)
+                bar[2], bar[3], bar[4], bar[11] = max(bar[2], grp[2]), min(bar[3], grp[3]), grp[4], grp[11]
+                for j in (5, 6, 7, 8, 9):
+                    bar[j] += grp[j]
+                continue
+            first = int(g["start"][i])
+            if bar is not None:
+                out.append(self._payload(int(event[first]), True))
+                where.append(float(pos[first]) - 0.25)
+            self.bar = grp
+            opened = True
+        last = t.size - 1
+        if opened or self.last_push is None or int(t[last]) - self.last_push >= self.push_ms:
+            out.append(self._payload(int(event[last]), False))
+            where.append(float(pos[last]) + 0.75)
+            self.last_push = int(t[last])
+        return out, np.asarray(where, np.float64)
+
+    def _payload(self, event_ms: int, closed: bool) -> bytes:
+        t, o, h, lo, c, v, q, n, tv, tq, f, last = self.bar
+        fmt, sym = self.fmt, self.symbol
+        return (_KLINE_TEMPLATE % (
+            event_ms, sym, t, _close_time(t, self.interval), sym, self.interval, f, last, fmt.price(o),
+            fmt.price(c), fmt.price(h), fmt.price(lo), fmt.qty(v), n, "true" if closed else "false",
+            fmt.quote(q), fmt.qty(tv), fmt.quote(tq))).encode()
+
+
 class _Client:
     """Server-side state of one WebSocket connection."""
 
-    def __init__(self, ws: Any, route: str, combined: bool, streams: list[str], queue_size: int, faults: Faults):
+    def __init__(self, ws: Any, market: "_Market", route: str, combined: bool, streams: list[str],
+                 queue_size: int, faults: Faults, incoming_limit: float | None):
         self.ws = ws
+        self.market = market
         self.route = route
         self.combined = combined
         self.subscriptions = list(dict.fromkeys(streams))
@@ -1311,6 +1714,7 @@ class _Client:
         self.shutdown_pending = faults.shutdown_after_messages is not None
         self.next_garbage = faults.garbage_every_messages
         self.garbage_kind = 0
+        self.incoming_limit = incoming_limit
         self.incoming: collections.deque[float] = collections.deque()
         self.tasks: list[asyncio.Task] = []
 
@@ -1326,14 +1730,58 @@ class _Client:
 
 
 def _route_serves(market: str, route: str, kind: str, usdm_trade_routes: Sequence[str]) -> bool:
-    """Whether a stream of ``kind`` flows on ``route`` (BINANCE.md "Endpoints")."""
+    """Whether a stream of ``kind`` flows on ``route`` (BINANCE.md "Endpoints"; USD-M
+    since 2026-04-23: ``@aggTrade`` and klines on ``/market``, ``@bookTicker`` and
+    depth on ``/public``, ``@trade`` on the configured routes)."""
     if market == "spot":
         return True
     if route == "":  # the old unrouted USD-M URL: accepts, acknowledges, sends nothing
         return False
-    if kind == "aggTrade":
+    if kind == "aggTrade" or kind.startswith("kline_"):
         return route == "/market"
-    return route in usdm_trade_routes
+    if kind == "trade":
+        return route in usdm_trade_routes
+    return route == "/public"
+
+
+_SERVED = "@trade, @aggTrade, @kline_<interval>, and @bookTicker/@depth from captures that hold them"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine only (``127.0.0.0/8``, ``::1``, ``localhost``).
+
+    >>> is_loopback_host("127.0.0.1"), is_loopback_host("0.0.0.0"), is_loopback_host("::1")
+    (True, False, True)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Market:
+    """One market's half of a server: source, tape, REST API, connections, klines."""
+
+    def __init__(self, source: Any, faults: Faults, stats: ReplayStats, tape_limit: int, live_clock: bool):
+        self.source = source
+        self.instruments: Instruments = source.instruments
+        self.name = self.instruments.market
+        self.tape = _Tape(self.instruments, tape_limit)
+        self.rest = _RestApi(self.tape, source.specs, faults, stats)
+        self.streams: set[tuple[int, str]] = source.streams()
+        self.clients: set[_Client] = set()
+        self.klines: dict[tuple[int, str], _KlineStream] = {}
+        # A recording's clock starts at the first subscription (the first client gets
+        # the whole tape) unless live_clock; a synthetic market is always live.
+        self.waits_for_subscription = isinstance(source, RecordedSource) and not live_clock
+        self.has_clients: asyncio.Event | None = None
+        self.subscribed: asyncio.Event | None = None
+        skip, sym = faults.skip_ids, faults.skip_symbol
+        s = -1 if sym is None else self.instruments.index(sym)
+        # (first id, last id, symbol index or -1 for every symbol)
+        self.skip = None if skip is None or (sym is not None and s < 0) else (skip[0], skip[1], s)
 
 
 # =============================================================================
@@ -1344,8 +1792,12 @@ class ReplayServer:
 
     Parameters
     ----------
-    source : :class:`SyntheticSource` (default, 50 trades/s) or :class:`RecordedSource`.
-    host, port : where to listen; port 0 picks a free port (see :attr:`port`).
+    source : :class:`SyntheticSource` (default, 50 trades/s) or :class:`RecordedSource`;
+        or a list of two, one spot and one USD-M (``market == "both"``): spot on
+        ``/api/v3``, ``/ws``, ``/stream``; USD-M on ``/fapi/v1``, ``/market/...``,
+        ``/public/...``, each market with its own tape.
+    host, port : where to listen; port 0 picks a free port (see :attr:`port`). A host
+        other than loopback is logged as a warning (no authentication here).
     faults : what to break (:class:`Faults`); default nothing.
     ping_interval_s, ping_timeout_s : server keepalive pings (Binance spot: every 20 s,
         60 s to answer; futures: 3 min / 10 min). ``None`` disables.
@@ -1353,16 +1805,28 @@ class ReplayServer:
         ``@aggTrade`` flows on ``/market``.
     tape_limit : rows kept per symbol and kind for REST (oldest dropped first).
     close_timeout_s : how long a closing handshake may take, seconds.
+    live_clock : start a recording's clock when the server starts (live-like: a client
+        that subscribes late misses the first trades); default: at the first
+        subscription to one of its streams, so the first client gets the whole tape.
+    max_streams : streams per connection (Binance: 1024).
+    max_incoming_per_s : text messages per second a connection may send before it is
+        closed with 1008 ``Too many requests``; ``"binance"`` (default): 5 on spot, 10 on
+        USD-M; ``None``: no limit. ``Faults.max_incoming_per_s``, when set, wins.
 
     Use it as a context manager (a daemon thread runs the event loop), or ``await
     server.serve()`` in a process that owns its event loop.
     """
 
-    def __init__(self, source: SyntheticSource | RecordedSource | None = None, *, host: str = "127.0.0.1",
+    def __init__(self, source: Any = None, *, host: str = "127.0.0.1",
                  port: int = 0, faults: Faults | None = None, ping_interval_s: float | None = 20.0,
                  ping_timeout_s: float | None = 60.0, usdm_trade_routes: Sequence[str] = binance.USDM_ROUTES,
-                 tape_limit: int = 1_000_000, close_timeout_s: float = 2.0):
-        self.source = source if source is not None else SyntheticSource()
+                 tape_limit: int = 1_000_000, close_timeout_s: float = 2.0, live_clock: bool = False,
+                 max_streams: int = MAX_STREAMS, max_incoming_per_s: float | str | None = "binance"):
+        sources = list(source) if isinstance(source, (list, tuple)) else [
+            source if source is not None else SyntheticSource()]
+        names = [s.instruments.market for s in sources]
+        if not 1 <= len(sources) <= 2 or len(set(names)) != len(names):
+            raise ConfigError("source", names, "one source, or one spot and one USD-M source")
         self.faults = faults if faults is not None else Faults()
         if not isinstance(self.faults, Faults):
             raise ConfigError("faults", faults, "a Faults value")
@@ -1370,28 +1834,32 @@ class ReplayServer:
             require_choice("usdm_trade_routes", r, binance.USDM_ROUTES)
         if tape_limit < 1000:
             raise ConfigError("tape_limit", tape_limit, "at least 1000 rows")
+        if not isinstance(max_streams, int) or max_streams < 1:
+            raise ConfigError("max_streams", max_streams, "a number of streams >= 1")
+        if not (max_incoming_per_s is None or max_incoming_per_s == "binance"
+                or (isinstance(max_incoming_per_s, (int, float)) and max_incoming_per_s > 0)):
+            raise ConfigError("max_incoming_per_s", max_incoming_per_s, "messages/s > 0, 'binance' or None")
         self.host = host
         self._port = int(port)
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
         self.close_timeout_s = close_timeout_s
         self.usdm_trade_routes = tuple(usdm_trade_routes)
-        self.instruments = self.source.instruments
-        self.market = self.instruments.market
+        self.max_streams = max_streams
+        self.max_incoming_per_s = max_incoming_per_s
         self._stats = ReplayStats()
-        self._tape = _Tape(self.instruments, tape_limit)
-        self._rest = _RestApi(self._tape, self.source.specs, self.faults, self._stats)
-        skip, skip_symbol = self.faults.skip_ids, self.faults.skip_symbol
-        if skip_symbol is not None and self.instruments.index(skip_symbol) < 0:
-            raise ConfigError("skip_symbol", skip_symbol, "one of " + ", ".join(self.instruments.symbols))
-        # (first id, last id, symbol index or -1 for every symbol)
-        self._skip = None if skip is None else (
-            skip[0], skip[1], -1 if skip_symbol is None else self.instruments.index(skip_symbol))
-        self._clients: set[_Client] = set()
+        self._markets = {m.name: m for m in (
+            _Market(src, self.faults, self._stats, tape_limit, live_clock) for src in sources)}
+        if self.faults.skip_symbol is not None and all(m.skip is None for m in self._markets.values()):
+            raise ConfigError("skip_symbol", self.faults.skip_symbol, "one of " + ", ".join(
+                sorted({s for m in self._markets.values() for s in m.instruments.symbols})))
+        first = self._markets[names[0]]
+        self.source = first.source
+        self.instruments = first.instruments
+        self.market = names[0] if len(names) == 1 else "both"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main_task: asyncio.Task | None = None
         self._thread: threading.Thread | None = None
-        self._has_clients: asyncio.Event | None = None
 
     # --- addresses -------------------------------------------------------------
     @property
@@ -1406,39 +1874,57 @@ class ReplayServer:
 
     @property
     def rest_url(self) -> str:
-        """``http://HOST:PORT``: base of ``/api/v3/...`` or ``/fapi/v1/...``."""
+        """``http://HOST:PORT``: base of ``/api/v3/...`` and/or ``/fapi/v1/...``."""
         return f"http://{self.host}:{self._port}"
 
     @property
+    def markets(self) -> tuple[str, ...]:
+        """The markets served (``("spot",)``, ``("usdm",)`` or ``("spot", "usdm")``)."""
+        return tuple(self._markets)
+
+    @property
     def stats(self) -> ReplayStats:
-        """A snapshot of the counters."""
+        """A snapshot of the counters (every market)."""
         return dataclasses.replace(self._stats)
 
     # --- what was produced ----------------------------------------------------------
-    def produced_ids(self, symbol: str, kind: str = "trade") -> np.ndarray:
+    def _market(self, market: str | None) -> _Market:
+        if market is None:
+            if len(self._markets) > 1:
+                raise ConfigError("market", market, "'spot' or 'usdm' (this server serves both)")
+            return next(iter(self._markets.values()))
+        if market not in self._markets:
+            raise ConfigError("market", market, "one of " + ", ".join(self._markets))
+        return self._markets[market]
+
+    def produced_ids(self, symbol: str, kind: str = "trade", market: str | None = None) -> np.ndarray:
         """Sorted int64 ids of every ``kind`` (``"trade"`` or ``"aggTrade"``) row generated
-        for ``symbol`` and still in the tape, including ids a fault kept off the stream."""
-        s = self._symbol_index(symbol)
+        for ``symbol`` and still in the tape, including ids a fault kept off the stream.
+        ``market`` is required on a server of both markets."""
+        m = self._market(market)
+        s = self._symbol_index(m, symbol)
         require_choice("kind", kind, binance.KINDS)
-        with self._tape.lock:
-            cols = (self._tape.trades if kind == "trade" else self._tape.aggs)[s]
+        with m.tape.lock:
+            cols = (m.tape.trades if kind == "trade" else m.tape.aggs)[s]
             return cols["id"].copy()
 
-    def produced(self, symbol: str, kind: str = "trade") -> pd.DataFrame:
+    def produced(self, symbol: str, kind: str = "trade", market: str | None = None) -> pd.DataFrame:
         """The tape of ``symbol`` as a tick frame (:data:`quantlab.schema.TICK_COLUMNS`)."""
-        s = self._symbol_index(symbol)
+        m = self._market(market)
+        s = self._symbol_index(m, symbol)
         require_choice("kind", kind, binance.KINDS)
-        pdp, qdp = 10.0 ** self.instruments.price_dp[s], 10.0 ** self.instruments.qty_dp[s]
-        with self._tape.lock:
-            cols = (self._tape.trades if kind == "trade" else self._tape.aggs)[s]
+        inst = m.instruments
+        pdp, qdp = 10.0 ** inst.price_dp[s], 10.0 ** inst.qty_dp[s]
+        with m.tape.lock:
+            cols = (m.tape.trades if kind == "trade" else m.tape.aggs)[s]
             c = {k: cols[k].copy() for k in (_TRADE_DTYPES if kind == "trade" else _AGG_DTYPES)}
         n = c["id"].size
-        if kind == "trade" and self.market == "usdm":
+        if kind == "trade" and m.name == "usdm":
             ttype = np.asarray(TRADE_TYPES, dtype=object)[c["ttype"]]
         else:
             ttype = np.full(n, None, dtype=object)
         frame = pd.DataFrame({
-            "market": np.full(n, self.market, dtype=object), "symbol": np.full(n, symbol.upper(), dtype=object),
+            "market": np.full(n, m.name, dtype=object), "symbol": np.full(n, symbol.upper(), dtype=object),
             "kind": np.full(n, kind, dtype=object), "trade_id": c["id"], "time_ms": c["time"],
             "recv_ms": np.zeros(n, np.int64), "price": c["price"] / pdp, "qty": c["qty"] / qdp,
             "is_buyer_maker": c["m"], "trade_type": ttype,
@@ -1447,10 +1933,11 @@ class ReplayServer:
         })
         return frame[list(TICK_COLUMNS)].astype(TICK_DTYPES)
 
-    def _symbol_index(self, symbol: str) -> int:
-        s = self.instruments.index(symbol.upper())
+    @staticmethod
+    def _symbol_index(m: _Market, symbol: str) -> int:
+        s = m.instruments.index(symbol.upper())
         if s < 0:
-            raise ConfigError("symbol", symbol, "one of " + ", ".join(self.instruments.symbols))
+            raise ConfigError("symbol", symbol, "one of " + ", ".join(m.instruments.symbols))
         return s
 
     # --- thread face -------------------------------------------------------------
@@ -1508,7 +1995,8 @@ class ReplayServer:
         """Serve until cancelled. ``ready()`` is called once listening (then
         :attr:`ws_url` and :attr:`rest_url` are valid)."""
         self._loop = asyncio.get_running_loop()
-        self._has_clients = asyncio.Event()
+        for m in self._markets.values():
+            m.has_clients, m.subscribed = asyncio.Event(), asyncio.Event()
         async with ws_serve(self._handle, self.host, self._port, process_request=self._process_request,
                             # No permessage-deflate: it costs CPU per message and per client,
                             # and frames are pre-framed once for every client.
@@ -1516,42 +2004,64 @@ class ReplayServer:
                             ping_interval=self.ping_interval_s, ping_timeout=self.ping_timeout_s,
                             close_timeout=self.close_timeout_s, logger=_ws_logger) as server:
             self._port = server.sockets[0].getsockname()[1]
-            history = self.source.start(_now_ms())
-            if history is not None:
-                self._record(*history)
-            producer = asyncio.create_task(self._produce(), name="replay-producer")
-            logger.info("replay server listening on %s (%s, %s)", self.ws_url, self.market,
-                        ", ".join(self.instruments.symbols))
+            if not is_loopback_host(self.host):
+                logger.warning("replay server bound to %s: reachable from other machines, with no "
+                               "authentication; it is meant for loopback (--host 127.0.0.1)", self.host)
+            now = _now_ms()
+            for m in self._markets.values():
+                history = m.source.start(now)
+                if history is not None:
+                    self._record(m, *history)
+                if not m.waits_for_subscription:
+                    m.source.begin(now)
+            producers = [asyncio.create_task(self._produce(m), name=f"replay-producer-{m.name}")
+                         for m in self._markets.values()]
+            logger.info("replay server listening on %s (%s)", self.ws_url, "; ".join(
+                f"{m.name}: {', '.join(m.instruments.symbols)}" for m in self._markets.values()))
             if ready is not None:
                 ready()
             try:
                 await asyncio.Future()  # until cancelled
             finally:
-                producer.cancel()
-                for c in list(self._clients):
-                    for t in c.tasks:
-                        t.cancel()
+                for p in producers:
+                    p.cancel()
+                for m in self._markets.values():
+                    for c in list(m.clients):
+                        for t in c.tasks:
+                            t.cancel()
 
-    def _record(self, batch: TradeBatch, aggs: AggBatch | None) -> None:
-        self._tape.record(batch, aggs)
+    def _record(self, m: _Market, batch: TradeBatch, aggs: AggBatch | None) -> None:
+        m.tape.record(batch, aggs)
         self._stats.trades_produced += len(batch)
         self._stats.agg_trades_produced += 0 if aggs is None else len(aggs)
 
-    async def _produce(self) -> None:
-        """Generate (or read) trades on the source's schedule and hand every step to
-        every connection. Runs whether or not anyone listens (Binance does not wait for
-        a client), except in as-fast-as-possible mode, which has no clock to keep."""
-        src = self.source
+    async def _produce(self, m: _Market) -> None:
+        """Generate (or read) one market's trades on the source's schedule and hand every
+        step to every connection of that market. Runs whether or not anyone listens
+        (Binance does not wait for a client), except before a recording's first
+        subscription and in as-fast-as-possible mode, which has no clock to keep."""
+        src = m.source
         try:
+            if m.waits_for_subscription:
+                await m.subscribed.wait()
+                src.begin(_now_ms())
+                logger.info("%s replay clock started at the first subscription", m.name)
             while True:
-                if not src.paced and not self._clients:
-                    self._has_clients.clear()
-                    await self._has_clients.wait()
-                batch, aggs, wait_s, encoded = src.poll(_now_ms())
-                if batch is not None and len(batch):
-                    self._record(batch, aggs)
-                    step = _Step(batch, aggs, self._skip, encoded)
-                    for c in list(self._clients):
+                if not src.paced and not m.clients:
+                    m.has_clients.clear()
+                    await m.has_clients.wait()
+                batch, aggs, wait_s, encoded, extras = src.poll(_now_ms())
+                has_trades = batch is not None and len(batch) > 0
+                if has_trades:
+                    self._record(m, batch, aggs)
+                if has_trades or extras:
+                    if not has_trades:
+                        batch, aggs = empty_trade_batch(m.instruments), None
+                    extra = dict(extras or {})
+                    if has_trades and m.klines:
+                        extra.update(self._kline_messages(m, batch))
+                    step = _Step(batch, aggs, m.skip, encoded, extra)
+                    for c in list(m.clients):
                         if not c.queue.full():
                             c.queue.put_nowait(step)
                         elif src.paced:
@@ -1559,13 +2069,13 @@ class ReplayServer:
                             logger.warning("dropping a client that does not keep up (%d steps queued)",
                                            c.queue.qsize())
                             self._stats.slow_clients_dropped += 1
-                            self._clients.discard(c)
+                            m.clients.discard(c)
                             c.ws.transport.abort()
                         else:
                             await c.queue.put(step)  # as fast as the slowest reader
                 if wait_s is None:
                     self._stats.source_exhausted = True
-                    logger.info("replay source exhausted after %d trades", self._stats.trades_produced)
+                    logger.info("%s replay source exhausted after %d trades", m.name, self._stats.trades_produced)
                     return
                 await asyncio.sleep(wait_s)
         except asyncio.CancelledError:
@@ -1573,28 +2083,107 @@ class ReplayServer:
         except Exception:  # pragma: no cover - a bug; keep serving REST and say why
             logger.exception("replay producer failed")
 
+    @staticmethod
+    def _kline_messages(m: _Market, batch: TradeBatch) -> dict[tuple[int, str], tuple[list[bytes], np.ndarray]]:
+        """Messages of every kline stream of ``m`` due with ``batch``."""
+        ok = _kline_rows(batch.trade_type, batch.price, batch.qty)
+        sym = batch.sym[ok]
+        out = {}
+        for (s, kind), k in m.klines.items():
+            r = ok[sym == s]
+            if r.size:
+                msgs = k.update(batch.time_ms[r], batch.trade_id[r], batch.price[r], batch.qty[r],
+                                batch.is_buyer_maker[r], batch.event_ms[r], r.astype(np.float64))
+                if msgs[0]:
+                    out[(s, kind)] = msgs
+        return out
+
+    def _kline_stream(self, m: _Market, s: int, interval: str) -> None:
+        """Create the kline stream of (symbol ``s``, ``interval``), seeded from the tape."""
+        key = (s, "kline_" + interval)
+        if key in m.klines:
+            return
+        inst = m.instruments
+        k = _KlineStream(m.name, inst.symbols[s], interval, inst.price_dp[s], inst.qty_dp[s])
+        with m.tape.lock:
+            cols = m.tape.trades[s]
+            ok = _kline_rows(cols["ttype"], cols["price"], cols["qty"])
+            k.seed(cols["time"][ok], cols["id"][ok], cols["price"][ok], cols["qty"][ok], cols["m"][ok])
+        m.klines[key] = k
+
+    # --- routing ----------------------------------------------------------------------
+    def _market_for_route(self, route: str) -> _Market:
+        """Spot serves the unrouted paths, USD-M ``/market`` and ``/public`` (both
+        markets); a one-market server serves every path."""
+        if len(self._markets) == 1:
+            return next(iter(self._markets.values()))
+        return self._markets["spot" if route == "" else "usdm"]
+
+    def _unserved(self, m: _Market, stream: str) -> str | None:
+        """Why a valid stream name cannot be fed from ``m``'s data, or ``None``."""
+        name, _, kind = stream.partition("@")
+        if kind in ("trade", "aggTrade"):
+            return None
+        if kind.startswith("kline_"):
+            if kind == "kline_1s" and m.name == "usdm":
+                return f"{stream}: USD-M has no 1s klines"
+            return None
+        if not name.startswith("!") and (kind == "bookTicker" or kind.startswith("depth")):
+            s = m.instruments.index(name.upper())
+            if s < 0 or name != name.lower() or (s, kind) in m.streams:
+                return None  # an unknown or upper-case symbol: acknowledged and silent, as on Binance
+            held = sorted(f"{m.instruments.symbols[i].lower()}@{k}" for i, k in m.streams)
+            return (f"{stream} is not in this replay's data (bookTicker and depth streams come from "
+                    f"captures that hold them; held here: {', '.join(held) or 'none'})")
+        return f"{stream} is not served by quantlab replay (it serves {_SERVED})"
+
     # --- HTTP -------------------------------------------------------------------------
     def _process_request(self, connection: Any, request: Any):
-        """websockets hook: WebSocket upgrades pass through (404 on an unknown path);
-        any other GET is a REST call answered here."""
+        """websockets hook: WebSocket upgrades pass through (404 on an unknown path, 400
+        for too many or unservable streams in the URL); any other GET is a REST call
+        answered here."""
         upgrade = request.headers.get("Upgrade", "")
         if upgrade.lower() == "websocket":
-            if parse_ws_path(request.path) is None:
+            parsed = parse_ws_path(request.path)
+            if parsed is None:
                 return _http_response(404, orjson.dumps({"code": -1, "msg": f"no stream at {request.path}"}))
+            route, _, streams = parsed
+            if len(streams) > self.max_streams:
+                return _http_response(400, orjson.dumps({"code": 2, "msg": _too_many_streams(self.max_streams)}))
+            m = self._market_for_route(route)
+            for stream in streams:
+                reason = self._unserved(m, stream) if _STREAM_RE.match(stream) else None
+                if reason is not None:
+                    return _http_response(400, orjson.dumps({"code": 2, "msg": f"Invalid request: {reason}"}))
             return None
-        status, body, extra = self._rest.handle(request.path, request.headers)
-        return _http_response(status, body, extra)
+        parts = urlsplit(request.path)
+        for m in self._markets.values():
+            if parts.path.startswith(m.rest.prefix + "/"):
+                return _http_response(*m.rest.handle(request.path, request.headers))
+        if len(self._markets) == 1:
+            return _http_response(*next(iter(self._markets.values())).rest.handle(request.path, request.headers))
+        self._stats.rest_requests += 1
+        return _http_response(404, orjson.dumps({"code": -1, "msg": f"Unknown path {parts.path}; REST lives "
+                                                                     "under /api/v3 (spot) and /fapi/v1 (USD-M)"}))
 
     # --- one WebSocket connection ---------------------------------------------------------
+    def _incoming_limit(self, m: _Market) -> float | None:
+        if self.faults.max_incoming_per_s is not None:
+            return self.faults.max_incoming_per_s
+        if self.max_incoming_per_s == "binance":
+            return MAX_INCOMING_PER_S[m.name]
+        return self.max_incoming_per_s
+
     async def _handle(self, ws: Any) -> None:
         route, combined, streams = parse_ws_path(ws.request.path)  # validated in _process_request
-        c = _Client(ws, route, combined, streams, _PACED_QUEUE if self.source.paced else _ASAP_QUEUE,
-                    self.faults)
+        m = self._market_for_route(route)
+        c = _Client(ws, m, route, combined, [s for s in streams if _STREAM_RE.match(s)],
+                    _PACED_QUEUE if m.source.paced else _ASAP_QUEUE, self.faults, self._incoming_limit(m))
+        m.clients.add(c)
         self._resolve(c)
-        self._clients.add(c)
         self._stats.connections_accepted += 1
         self._stats.connections_open += 1
-        self._has_clients.set()
+        m.has_clients.set()
         c.tasks.append(asyncio.create_task(self._pump(c)))
         if self.faults.lifetime_s is not None:
             c.tasks.append(asyncio.create_task(
@@ -1607,32 +2196,43 @@ class ReplayServer:
                     self._stats.rate_limit_closes += 1
                     await ws.close(1008, "Too many requests")
                     break
-                reply, c.subscriptions, c.combined = handle_control(message, c.subscriptions, c.combined)
+                reply, c.subscriptions, c.combined = handle_control(
+                    message, c.subscriptions, c.combined, max_streams=self.max_streams,
+                    unserved=lambda stream: self._unserved(m, stream))
                 self._resolve(c)
                 self._stats.control_replies += 1
                 await ws.send(orjson.dumps(reply).decode())
         except ConnectionClosed:
             pass
         finally:
-            self._clients.discard(c)
+            m.clients.discard(c)
             self._stats.connections_open -= 1
             for t in c.tasks:
                 t.cancel()
 
     def _resolve(self, c: _Client) -> None:
-        """Map subscriptions to the streams that really flow (symbol index, kind)."""
+        """Map subscriptions to the streams that really flow (symbol index, kind); the
+        first one that flows starts a waiting recording's clock."""
+        m = c.market
         keys = []
         for stream in c.subscriptions:
             name, _, kind = stream.partition("@")
-            if kind not in ("trade", "aggTrade") or name != name.lower():
-                continue  # other streams are accepted but silent; upper case is silent (BINANCE.md)
-            s = self.instruments.index(name.upper())
-            if s >= 0 and _route_serves(self.market, c.route, kind, self.usdm_trade_routes):
+            if name != name.lower():
+                continue  # upper case is acknowledged and silent (BINANCE.md)
+            s = m.instruments.index(name.upper())
+            if s < 0 or not _route_serves(m.name, c.route, kind, self.usdm_trade_routes):
+                continue
+            if kind in ("trade", "aggTrade") or (s, kind) in m.streams:
+                keys.append((s, kind))
+            elif kind.startswith("kline_") and self._unserved(m, stream) is None:
+                self._kline_stream(m, s, kind[len("kline_"):])
                 keys.append((s, kind))
         c.keys = list(dict.fromkeys(keys))
+        if c.keys and m.subscribed is not None:
+            m.subscribed.set()
 
     def _over_incoming_limit(self, c: _Client) -> bool:
-        limit = self.faults.max_incoming_per_s
+        limit = c.incoming_limit
         if limit is None:
             return False
         now = time.monotonic()
@@ -1740,7 +2340,8 @@ class ReplayServer:
 def run_cli(args: argparse.Namespace | None = None, *, source_kind: str | None = None,
             paths: Sequence[str] = (), symbols: Sequence[str] | None = None, rate: float | None = 50.0,
             speed: float = 1.0, port: int = 0, market: str = "spot", faults: Faults | Mapping | None = None,
-            seed: int = 0, host: str = "127.0.0.1", prefill: int = 0, rebase_time: bool = False) -> int:
+            seed: int = 0, host: str = "127.0.0.1", prefill: int = 0, rebase_time: bool = False,
+            live_clock: bool = False) -> int:
     """``quantlab replay``: serve until SIGINT/SIGTERM; exit status 0.
 
     Prints exactly one JSON object as the first stdout line, flushed, once listening::
@@ -1752,10 +2353,13 @@ def run_cli(args: argparse.Namespace | None = None, *, source_kind: str | None =
     args : the ``argparse`` namespace of :mod:`quantlab.cli` (attributes ``synthetic``,
         ``capture`` / ``trades`` (lists of files), ``symbols``, ``market``, ``rate``,
         ``speed``, ``seed``, ``host``, ``port`` and optionally ``faults`` (``key=value``
-        strings), ``prefill``, ``rebase_time``); when given it overrides the keywords.
+        strings), ``prefill``, ``rebase_time``, ``live_clock``); when given it overrides
+        the keywords.
     source_kind : ``"synthetic"`` (default), ``"capture"`` or ``"trades"``; paths : files.
     symbols, rate, speed, port, market, seed, host, prefill, rebase_time : see
-        :func:`make_source` and :class:`ReplayServer`.
+        :func:`make_sources` (``market="both"``: spot and USD-M on one port) and
+        :class:`ReplayServer`.
+    live_clock : start a recording's clock at server start, not at the first subscription.
     faults : :class:`Faults`, a mapping of its fields, or ``None``.
 
     Returns
@@ -1781,14 +2385,15 @@ def run_cli(args: argparse.Namespace | None = None, *, source_kind: str | None =
         host = getattr(args, "host", host)
         prefill = getattr(args, "prefill", prefill) or 0
         rebase_time = bool(getattr(args, "rebase_time", rebase_time))
+        live_clock = bool(getattr(args, "live_clock", live_clock))
         faults = getattr(args, "faults", faults)
     if isinstance(faults, Mapping):
         faults = Faults.from_dict(faults)
     elif isinstance(faults, (list, tuple)):
         faults = Faults.from_strings(faults)
-    source = make_source(source_kind or "synthetic", paths, symbols=symbols, market=market, rate=rate,
-                         speed=speed, seed=seed, prefill=prefill, rebase_time=rebase_time)
-    server = ReplayServer(source, host=host, port=port, faults=faults)
+    sources = make_sources(source_kind or "synthetic", paths, symbols=symbols, market=market, rate=rate,
+                           speed=speed, seed=seed, prefill=prefill, rebase_time=rebase_time)
+    server = ReplayServer(sources, host=host, port=port, faults=faults, live_clock=live_clock)
     if not logger.isEnabledFor(logging.DEBUG):
         _ws_logger.setLevel(logging.WARNING)  # one INFO line per REST call is noise
 
