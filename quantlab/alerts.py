@@ -314,6 +314,43 @@ class AlertEvent:
                    message=str(d["message"]))
 
 
+#: Message prefixes of events re-evaluated on bars corrected from the store
+#: (:func:`corrected_event`); the ``alerts`` table keeps them in ``message``, so a
+#: log written by an older quantlab reads the same and ``TickStore.alerts()``
+#: derives its ``corrected`` column from them.
+CORRECTED_PREFIX = "[corrected] "
+WITHDRAWN_PREFIX = "[withdrawn] "
+
+
+def corrected_event(event: AlertEvent, *, withdrawn: bool = False) -> AlertEvent:
+    """``event`` marked as the result of a correction: *corrected* (it fires
+    on the bars as the store now holds them, and did not on the bars first
+    shown) or *withdrawn* (it fired on the bars first shown and does not on the
+    corrected ones). The mark is a message prefix (:data:`CORRECTED_PREFIX`,
+    :data:`WITHDRAWN_PREFIX`); marking twice changes nothing.
+
+    >>> ev = AlertEvent(time_ms=0, time_iso="1970-01-01T00:00:00.000Z", rule="zscore > 2",
+    ...                 name="zscore > 2", metric="zscore", op=">", value=2.5, threshold=2.0,
+    ...                 pair="A/B", message="A/B: zscore > 2 (value 2.5)")
+    >>> corrected_event(ev).message
+    '[corrected] A/B: zscore > 2 (value 2.5)'
+    >>> is_corrected(corrected_event(corrected_event(ev, withdrawn=True)))
+    True
+    """
+    msg = event.message
+    for p in (CORRECTED_PREFIX, WITHDRAWN_PREFIX):
+        if msg.startswith(p):
+            msg = msg[len(p):]
+    prefix = WITHDRAWN_PREFIX if withdrawn else CORRECTED_PREFIX
+    return dataclasses.replace(event, message=prefix + msg)
+
+
+def is_corrected(event_or_message: "AlertEvent | str") -> bool:
+    """True for an event (or message) marked by :func:`corrected_event`."""
+    msg = event_or_message if isinstance(event_or_message, str) else event_or_message.message
+    return msg.startswith(CORRECTED_PREFIX) or msg.startswith(WITHDRAWN_PREFIX)
+
+
 def _message(rule: AlertRule, pair: str, value: float, up: bool | None) -> str:
     if rule.op in _LEVEL_OPS:
         what = f"{rule.metric} {rule.op} {_fmt(rule.threshold)}"
@@ -433,6 +470,14 @@ class AlertEngine:
         """Forget every rule's state and the event history."""
         self._states = [_State() for _ in self._rules]
         self._events.clear()
+
+    def set_history(self, events: Iterable[AlertEvent]) -> None:
+        """Replace :attr:`events` by ``events`` (oldest first; the newest
+        ``max_events`` are kept). The rules' state is unchanged; sinks are not
+        called. Used after a correction re-evaluated the rules."""
+        self._events.clear()
+        for ev in events:
+            self._events.appendleft(ev)
 
     def evaluate(self, time_ms: int, values: Mapping[str, float]) -> list[AlertEvent]:
         """Feed one observation; return the events it fired (possibly none).

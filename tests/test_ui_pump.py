@@ -290,7 +290,9 @@ def test_rollover_bounds_memory_on_both_sides():
         step(float(k))
         t += 1000
     assert len(sink.bars) == 20, "browser-side data must stay at the rollover"
-    assert len(pipeline.rows) == 20, "kernel-side rows must stay bounded"
+    # kernel side: the plotted rows plus at most max_bars warm-up rows before them
+    assert len(pipeline.plot_rows()) == 20
+    assert len(pipeline.rows) == pipeline.rows.maxlen <= 2 * 20, "kernel-side rows must stay bounded"
     assert all(r == 20 for _, r in sink.bars.calls)
     assert len(sink.forming) == 1
     assert pipeline.n_bars >= 190
@@ -485,13 +487,13 @@ def test_file_upload_runs_the_analytics_and_a_bad_file_changes_nothing(tmp_path)
     assert len(view.plots.bars.data["t"]) == 40
     assert "files loaded" in m.status.value
     assert "download these" in view.table.value
-    before = (m.views, view.plots.bars.data["t"][:], m.status.value)
+    before = (m.views, list(view.plots.bars.data["t"]), m.status.value)
     # a broken file: the loader's error inline, nothing else changes
     m.w_up_x.value = _upload("BTCUSDT-ohlc.csv", b"timestamp,open,high,low,close\n1700000040,1,2,0.5,abc\n")
     m.b_files.click()
     assert "abc" in m.message.value and "line 2" in m.message.value, m.message.value
     assert "Traceback" not in m.message.value
-    assert (m.views, view.plots.bars.data["t"], m.status.value) == before
+    assert (m.views, list(view.plots.bars.data["t"]), m.status.value) == before
     # export of what is shown
     paths = m.export(".csv", tmp_path / "exports")
     assert paths[0].exists() and paths[0].stat().st_size > 0

@@ -87,8 +87,9 @@ class MonitorParams:
     capture_path : capture file(s) for ``source="capture"``: a path, several
         separated by commas, a list, or a folder (its ``*.gz`` files). The
         market is the one the capture recorded.
-    lookback_bars : stored bars loaded on start (default ``max(3*window, 300)``,
-        at most ``max_bars``).
+    lookback_bars : stored bars loaded on start (default ``max_bars``, at most
+        ``max_bars``; the warm-up bars before them are read too, so every
+        plotted bar has its analytics and a Kalman filter is live at once).
     max_bars : bars kept per pair in memory and in the browser.
     extra_pairs : more pairs ``(("SOLUSDT", "BNBUSDT"), ...)`` sharing the ingester.
     interval_s : UI pump period, seconds (at most 10 updates/s are sent anyway).
@@ -150,7 +151,7 @@ class MonitorParams:
 
     @property
     def lookback(self) -> int:
-        n = self.lookback_bars if self.lookback_bars is not None else max(3 * self.window, 300)
+        n = self.lookback_bars if self.lookback_bars is not None else self.max_bars
         return max(0, min(int(n), self.max_bars))
 
 
@@ -263,7 +264,7 @@ class PairView:
 
     def replace_pipeline(self, pipeline: PairPipeline) -> None:
         self.pipeline = pipeline
-        self.plots.reset(list(pipeline.rows))
+        self.plots.reset(pipeline.plot_rows())
         self.refresh_panels(force=True)
 
     # -- panels --------------------------------------------------------------------
@@ -442,6 +443,8 @@ class LiveMonitor:
         self._alert_store: Any = None
         self._bar_store: Any = None   # read-only TickStore of the kernel loop (late-bar fixes)
         self._correct_at = -math.inf
+        self._marks_seen: tuple = ()
+        self._resync_due: float | None = None
         self._starts = 0          # feed starts (a new synthetic seed each time)
         self._last_ticks = 0
         self._build_controls()
@@ -815,7 +818,8 @@ class LiveMonitor:
         return specs
 
     def _load_history(self, params: MonitorParams) -> None:
-        """Stored bars of the lookback window, from the DB (if it exists)."""
+        """Stored bars of the lookback window (plus the warm-up bars before it),
+        from the DB (if it exists), through the batch path."""
         if params.lookback <= 0 or not Path(params.db_path).exists():
             return
         from quantlab.store import TickStore
@@ -826,7 +830,8 @@ class LiveMonitor:
             for v in self.views:
                 tf = v.spec.timeframe_ms
                 end = now_ms // tf * tf
-                start = end - params.lookback * tf
+                keep = PairPipeline._keep(v.spec) - v.spec.max_bars + params.lookback
+                start = end - keep * tf
                 try:
                     by = store.bars(v.spec.symbol_y, v.spec.timeframe, start_ms=start,
                                     end_ms=end, market=params.market, kind=params.stream)
@@ -841,12 +846,33 @@ class LiveMonitor:
                     # The bar forming now is partial in the feed (its first trades
                     # were before the subscription): start with the next one.
                     v.pipeline.skip_until(end + tf)
-                v.plots.reset(rows)
+                v.plots.reset(v.pipeline.plot_rows(), holes=self._store_holes(store, v))
                 v.refresh_panels(force=True)
         finally:
             close = getattr(store, "close", None)
             if close:
                 close()
+
+    def _store_holes(self, store: Any, view: "PairView") -> list[tuple[float, float]]:
+        """Stretches ``(left, right)`` (ms) of the kept rows' time where the
+        store recorded a gap it could not (fully) fill, to shade on the plots."""
+        rows = view.pipeline.rows
+        if not rows:
+            return []
+        lo, hi = rows[0]["t"], rows[-1]["t"] + view.pipeline.tf_ms
+        out = []
+        try:
+            for sym in (view.spec.symbol_y, view.spec.symbol_x):
+                g = store.gaps(sym, market=self.params.market, kind=self.params.stream,
+                               status=("partial", "unfillable"))
+                for a, b in zip(g["before_ms"].tolist(), g["after_ms"].tolist()):
+                    if a is pd.NA or b is pd.NA or a is None or b is None:
+                        continue
+                    if b >= lo and a <= hi:
+                        out.append((float(a), float(b)))
+        except Exception as exc:  # shading is a hint; never break the monitor for it
+            logger.info("cannot read the store's gaps: %s", exc)
+        return out
 
     def _start_ingester(self, params: MonitorParams, ws_base: str | None,
                         rest_base: str | None) -> None:
@@ -868,22 +894,46 @@ class LiveMonitor:
         for v in self.views:
             v.refresh_panels(now)
 
-    #: late-bar corrections run at most this often (seconds), never per trade
+    #: resynchronisations with the store run at most this often (seconds), never per trade
     CORRECT_EVERY_S = 1.0
+    #: a resynchronisation waits for the ingester's open gaps to be backfilled,
+    #: at most this long (seconds) after it became due
+    BACKFILL_WAIT_S = 10.0
+
+    def _feed_marks(self) -> tuple:
+        """Ingester counters that move when trades may have reached the store
+        out of order (gaps, backfills, overflow, reconnects)."""
+        ing = self.ingester
+        if ing is None:
+            return ()
+        st = ing.stats
+        return (st.gaps_found, st.trades_backfilled, st.dropped, st.reconnects, st.unfillable)
 
     def _correct_late(self, now: float | None = None, force: bool = False) -> None:
-        """Bars that received late trades (backfilled after a reconnect) after
-        they were closed and streamed: read their exact bars from the store
-        (a read-only TickStore owned by this loop; the ingester hands trades
-        over only after committing them) and patch the kept rows and plots
-        once per pair. At most every CORRECT_EVERY_S, and only when some
-        pair has late bars."""
+        """Resynchronise the kept rows with the store after any gap.
+
+        Due when a pair received late trades (bars closed before their trades
+        arrived: a reconnect, a stall, an overflow backfilled from REST, or
+        the pause between two sessions), or when the ingester's gap counters
+        moved. It waits until the ingester has no open gap (the backfill is
+        done; at most BACKFILL_WAIT_S), then, per pair, reads the store's bars
+        of the kept rows' time (a read-only TickStore owned by this loop; the
+        ingester hands trades over only after committing them) and lets
+        :meth:`PairPipeline.resync` insert, correct and recompute; the plots
+        are patched (same bars) or reset once (bars inserted or removed).
+        At most every CORRECT_EVERY_S."""
         now = time.monotonic() if now is None else now
         if not force and now - self._correct_at < self.CORRECT_EVERY_S:
             return
         self._correct_at = now
-        todo = [(v, t) for v in self.views for t in [v.pipeline.late_bars()] if t]
-        if not todo:
+        marks = self._feed_marks()
+        if marks != self._marks_seen:
+            self._marks_seen = marks
+            self._resync_due = self._resync_due or now
+        late = {id(v): v.pipeline.late_bars() for v in self.views}
+        if any(late.values()) and self._resync_due is None:
+            self._resync_due = now
+        if self._resync_due is None:
             return
         from quantlab.store import TickStore
 
@@ -892,31 +942,51 @@ class LiveMonitor:
                 return
             self._bar_store = TickStore(self.params.db_path, read_only=True)
         store, params = self._bar_store, self.params
-        for v, times in todo:
-            p = v.pipeline
-            tf = p.tf_ms
-            frames: dict[str, pd.DataFrame] = {}
+        if not force and now - self._resync_due < self.BACKFILL_WAIT_S:
             try:
-                for leg, sym in (("y", p.spec.symbol_y), ("x", p.spec.symbol_x)):
-                    parts = []
-                    # One read per run of nearby bars (late trades come in bursts).
-                    start = prev = times[0]
-                    for t in times[1:] + [None]:
-                        if t is not None and t - prev <= 8 * tf:
-                            prev = t
-                            continue
-                        parts.append(store.bars(sym, tf, start_ms=start, end_ms=prev + tf,
-                                                market=params.market, kind=params.stream))
-                        if t is not None:
-                            start = prev = t
-                    frames[leg] = pd.concat(parts) if len(parts) > 1 else parts[0]
-            except (UnknownSymbol, ConfigError) as exc:  # e.g. a sub-second timeframe
-                logger.info("cannot correct late bars of %s: %s", p.label, exc)
-                p.discard_late()
-                continue
-            changed = p.correct_bars(frames)
-            if changed:
-                v.plots.sink.patch([r for _, r in changed])
+                open_gaps = store.gaps(market=params.market, kind=params.stream, status="open")
+                if len(open_gaps) and set(open_gaps["symbol"]) & set(self._symbols(params)):
+                    return  # the backfill is still running
+            except Exception as exc:
+                logger.info("cannot read the store's gaps: %s", exc)
+        self._resync_due = None
+        for v in self.views:
+            self.resync_view(v, store)
+
+    def resync_view(self, v: "PairView", store: Any) -> Any:
+        """Resynchronise one pair's kept rows and plots with ``store``; returns
+        the :class:`~quantlab.ui.pipeline.Resync` (None: nothing changed)."""
+        p, params = v.pipeline, self.params
+        if p.last_t is None:
+            return None
+        tf = p.tf_ms
+        start = int(p.rows[0]["t"]) if p.rows else p.last_t
+        start = min([start] + p.late_bars())
+        try:
+            by = store.bars(p.spec.symbol_y, tf, start_ms=start, end_ms=p.last_t + tf,
+                            market=params.market, kind=params.stream)
+            bx = store.bars(p.spec.symbol_x, tf, start_ms=start, end_ms=p.last_t + tf,
+                            market=params.market, kind=params.stream)
+        except (UnknownSymbol, ConfigError) as exc:  # e.g. a sub-second timeframe
+            logger.info("cannot resynchronise %s with the store: %s", p.label, exc)
+            p.discard_late()
+            return None
+        before = list(v.plots.bars.data.get("t", []))
+        res = p.resync(by, bx)
+        if res is None:
+            return None
+        rows = p.plot_rows()
+        shown, _ = v.plots.sink.with_breaks(rows)
+        if res.inserted == 0 and res.removed == 0 and [r["t"] for r in shown] == before:
+            first = next((i for i, r in enumerate(shown) if r["t"] >= res.t_from), len(shown))
+            if first < len(shown):
+                cols = list(shown[0])
+                span = slice(first, len(shown))
+                v.plots.bars.patch({c: [(span, [r[c] for r in shown[first:]])] for c in cols})
+        else:
+            v.plots.reset(rows, holes=self._store_holes(store, v), keep_alerts=True)
+        v.refresh_panels(force=True)
+        return res
 
     def _refresh_status(self, now: float | None = None, force: bool = False) -> None:
         now = time.monotonic() if now is None else now
@@ -1172,6 +1242,8 @@ class LiveMonitor:
                 "trades_y": p.trades["y"], "trades_x": p.trades["x"],
                 "alerts": p.alerts_fired, "late_trades": sum(b.late_trades for b in p._bars.values()),
                 "bars_corrected": p.bars_corrected, "analytics_stale": p.analytics_stale,
+                "bars_inserted": p.bars_inserted, "resyncs": p.resyncs,
+                "alerts_corrected": p.alerts_corrected,
                 "zscore": _json_float(p.rows[-1]["zscore"]) if p.rows else None,
             }
         if stats is not None:

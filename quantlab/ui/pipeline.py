@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -61,6 +62,9 @@ ANALYTICS_COLUMNS = ("spread", "spread_mean", "spread_std", "zscore", "corr", "b
                      "half_life", "beta_static", "beta_rolling", "beta_kalman")
 ROW_COLUMNS = (("t", "t_mid") + tuple(f"{leg}_{f}" for leg in ("y", "x") for f in LEG_FIELDS)
                + ANALYTICS_COLUMNS)
+
+#: bars a leg without trades keeps its last close (as :func:`quantlab.bars.align_pair`)
+MAX_CARRY_BARS = 5
 
 UP_COLOR = "#26a69a"
 DOWN_COLOR = "#ef5350"
@@ -227,7 +231,11 @@ class PairPipeline:
         self._legs = {spec.symbol_y: "y", spec.symbol_x: "x"}
         self._bars = {"y": IncrementalBars(self.tf_ms), "x": IncrementalBars(self.tf_ms)}
         self._pending: dict[str, dict[int, Bar]] = {"y": {}, "x": {}}
-        self.rows: collections.deque[dict] = collections.deque(maxlen=spec.max_bars)
+        # Kept rows: the plotted ``max_bars`` plus the warm-up bars before them, so
+        # that recomputing the kept bars (batch path) gives every plotted bar a value.
+        self.rows: collections.deque[dict] = collections.deque(maxlen=self._keep(spec))
+        # consecutive bars without trades per leg (align_pair's carry limit)
+        self._empty_run = {"y": 0, "x": 0}
         self.last_t: int | None = None          # open time of the last committed row
         self.trades = {"y": 0, "x": 0}
         self.last_trade_ms = {"y": 0, "x": 0}
@@ -242,7 +250,10 @@ class PairPipeline:
         #: corrected from the store by the view (:meth:`correct_bars`)
         self._late: set[int] = set()
         self.bars_corrected = 0      # kept rows whose OHLCV was replaced from the store
-        self.analytics_stale = 0     # of those, rows whose analytics were not recomputed
+        self.bars_inserted = 0       # rows the store had and the live feed had not
+        self.resyncs = 0             # resynchronisations with the store that changed rows
+        self.alerts_corrected = 0    # alerts fired or withdrawn by a resynchronisation
+        self.analytics_stale = 0     # kept for summary() compatibility: always 0 now
         self._forming_dirty = False
         self.forming_every_ms = int(forming_every_ms)
         self._forming_at = -10**18  # wall ms of the last forming report
@@ -327,36 +338,34 @@ class PairPipeline:
     def add_bars(self, bars_y: pd.DataFrame, bars_x: pd.DataFrame) -> list[dict]:
         """Commit historical or uploaded bars (frames of :mod:`quantlab.schema`).
 
-        Rows at or before the last committed bar are skipped; bars flagged
-        ``is_forming`` are not committed. Returns the committed rows (the
-        caller streams or resets its plots with them).
+        The pair is aligned as :func:`quantlab.bars.align_pair` does (a leg
+        without trades carries its close for ``MAX_CARRY_BARS`` bars; rows
+        where a leg is a gap are dropped). Rows at or before the last
+        committed bar are skipped; bars flagged ``is_forming`` are not
+        committed. The analytics of every kept row come from the batch path
+        and the live states are seeded from it (:mod:`quantlab.ui.batch`).
+        Returns the committed rows (the caller streams or resets its plots).
         """
-        aligned = align_pair(bars_y, bars_x, timeframe=self.tf_ms, drop_gaps=True)
-        if "is_forming" in aligned.columns:
-            aligned = aligned.loc[~aligned["is_forming"].to_numpy(dtype=bool)]
-        if aligned.empty:
+        aligned = _aligned(bars_y, bars_x, self.tf_ms)
+        if aligned is None:
             return []
-        t_ms = aligned.index.as_unit("ms").asi8
-        cols = {c: aligned[c].to_numpy() for c in aligned.columns}
-        out = []
-        for i, t in enumerate(t_ms.tolist()):
-            if self.last_t is not None and t <= self.last_t:
-                continue
-            legs = {}
-            for leg in ("y", "x"):
-                legs[leg] = (_f(cols[f"{leg}_open"][i]), _f(cols[f"{leg}_high"][i]),
-                             _f(cols[f"{leg}_low"][i]), _f(cols[f"{leg}_close"][i]),
-                             _f(cols[f"{leg}_volume"][i]), _f(cols[f"{leg}_quote_volume"][i]),
-                             int(cols[f"{leg}_trade_count"][i]))
-            row, _ = self._commit(int(t), legs["y"], legs["x"], evaluate_alerts=False)
-            out.append(row)
-            self.last_price["y"] = legs["y"][3]
-            self.last_price["x"] = legs["x"][3]
+        t_new = aligned["t"]
+        keep = t_new > self.last_t if self.last_t is not None else np.ones(t_new.size, bool)
+        if not keep.any():
+            return []
+        new = {k: v[keep] for k, v in aligned.items()}
+        old = _columns_of_rows(list(self.rows))
+        merged = {k: np.concatenate([old[k], new[k]]) for k in new}
+        n_new = int(keep.sum())
+        self._rebuild(merged)
+        self.bars_committed += n_new
+        for leg in ("y", "x"):
+            self.last_price[leg] = float(merged[f"{leg}_close"][-1])
         # Live bars must not re-open history: treat it as emitted.
         for leg in ("y", "x"):
             self._pending[leg] = {k: b for k, b in self._pending[leg].items()
                                   if self.last_t is None or k > self.last_t}
-        return out
+        return list(self.rows)[-n_new:]
 
     def skip_until(self, t_ms: int) -> None:
         """Never commit bars opening before ``t_ms`` (e.g. the bar forming when
@@ -389,6 +398,14 @@ class PairPipeline:
             for t in common:
                 by, bx = py.pop(t), px.pop(t)
                 if self.last_t is not None and t <= self.last_t:
+                    continue
+                # align_pair's rule (what the store's bars give): a leg without
+                # trades carries its close for MAX_CARRY_BARS bars, then it is a
+                # hole (no row: the plot breaks the line there).
+                run = self._empty_run
+                run["y"] = run["y"] + 1 if by.trade_count == 0 else 0
+                run["x"] = run["x"] + 1 if bx.trade_count == 0 else 0
+                if run["y"] > MAX_CARRY_BARS or run["x"] > MAX_CARRY_BARS:
                     continue
                 row, events = self._commit(t, _bar_tuple(by), _bar_tuple(bx))
                 upd.rows.append(row)
@@ -430,7 +447,8 @@ class PairPipeline:
         return self._row(t, legs["y"], legs["x"], values)
 
     # -- analytics -----------------------------------------------------------------
-    def _commit(self, t: int, y: tuple, x: tuple, evaluate_alerts: bool = True) -> tuple[dict, list]:
+    def _commit(self, t: int, y: tuple, x: tuple, evaluate_alerts: bool = True,
+                count: bool = True) -> tuple[dict, list]:
         values = _analytics_dict(self.state.update(t, y[3], x[3]))
         for col, st in self._compare.items():
             values[col] = _beta_of(values if st is None else
@@ -438,7 +456,8 @@ class PairPipeline:
         row = self._row(t, y, x, values)
         self.rows.append(row)
         self.last_t = t
-        self.bars_committed += 1
+        if count:
+            self.bars_committed += 1
         events: list = []
         if evaluate_alerts:
             metrics = {k: row[k] for k in ("zscore", "spread", "corr", "beta", "half_life")}
@@ -469,19 +488,119 @@ class PairPipeline:
             row[col] = _f(values.get(col, NAN))
         return row
 
-    # -- late trades -----------------------------------------------------------------
-    #: rows replayed through fresh analytics states when a correction changes a
-    #: close (~0.1-0.4 s for 2000 rows depending on the hedge method); above
-    #: this only OHLCV are corrected and :attr:`analytics_stale` counts them.
-    REPLAY_MAX_ROWS = 1000
+    # -- the batch path: many rows at once -----------------------------------------
+    @staticmethod
+    def _keep(spec: PairSpec) -> int:
+        from quantlab.ui.batch import warmup_bars
 
+        return spec.max_bars + min(spec.max_bars, warmup_bars(spec.window, spec.hedge))
+
+    def plot_rows(self) -> list[dict]:
+        """The kept rows the plots show (the newest ``max_bars``)."""
+        rows = self.rows
+        n = len(rows)
+        m = self.spec.max_bars
+        return list(rows) if n <= m else list(itertools.islice(rows, n - m, n))
+
+    def _batch_ok(self) -> bool:
+        from quantlab.ui.analytics import make_state
+
+        return self._analytics_factory is make_state
+
+    def _rebuild(self, cols: Mapping[str, np.ndarray]) -> None:
+        """Replace the kept rows by ``cols`` (``t`` and the leg OHLCV columns of
+        :data:`ROW_COLUMNS`, oldest first) with their analytics, and start the
+        live states after the last of them.
+
+        With the package's analytics, the columns come from the batch path and
+        the states are seeded (:mod:`quantlab.ui.batch`): O(window) per state
+        for windowed methods, one pass without re-fits for expanding OLS and
+        Kalman. With other analytics (test fakes) every row is replayed.
+        """
+        keep = self._keep(self.spec)
+        n_all = int(cols["t"].size)
+        cols = {k: v[max(0, n_all - keep):] for k, v in cols.items()}
+        if self.rows.maxlen != keep:
+            self.rows = collections.deque(maxlen=keep)
+        self.rows.clear()
+        n = int(cols["t"].size)
+        if n == 0:
+            self._new_states()
+            return
+        if not self._batch_ok():
+            self._new_states()
+            for i in range(n):
+                y = tuple(_leg_values(cols, "y", i))
+                x = tuple(_leg_values(cols, "x", i))
+                self._commit(int(cols["t"][i]), y, x, evaluate_alerts=False, count=False)
+            return
+        from quantlab.ui.batch import COMPARE, analytics_columns, seed_state
+
+        spec = self.spec
+        t = cols["t"].astype(np.int64)
+        y = cols["y_close"].astype(np.float64)
+        x = cols["x_close"].astype(np.float64)
+        values, _ = analytics_columns(y, x, window=spec.window, hedge=spec.hedge)
+        factory = self._analytics_factory
+        self.state = seed_state(lambda: factory(spec, spec.hedge), spec.hedge, t, y, x,
+                                window=spec.window)
+        self._compare = {}
+        for col, method in COMPARE:
+            self._compare[col] = None if method == spec.hedge else seed_state(
+                lambda m=method: factory(spec, m), method, t, y, x, window=spec.window)
+        if spec.hedge == "kalman" or n < max(spec.window, 20):
+            # warm-up or too few bars for the batch path: the values the live
+            # states gave on the way are the reference; take them from a replay
+            # of the (few) bars concerned
+            values = self._replay_values(t, y, x, values)
+        out = {"t": t.astype(np.float64), "t_mid": t + self.tf_ms / 2}
+        for leg in ("y", "x"):
+            for f in LEG_FIELDS[:-1]:
+                out[f"{leg}_{f}"] = cols[f"{leg}_{f}"]
+            o, c = cols[f"{leg}_open"], cols[f"{leg}_close"]
+            out[f"{leg}_color"] = np.where(c >= o, UP_COLOR, DOWN_COLOR)
+        out.update(values)
+        lists = [out[c].tolist() for c in ROW_COLUMNS]
+        trades_i = [ROW_COLUMNS.index("y_trades"), ROW_COLUMNS.index("x_trades")]
+        for i in trades_i:
+            lists[i] = [int(v) for v in lists[i]]
+        self.rows.extend(dict(zip(ROW_COLUMNS, vals)) for vals in zip(*lists))
+        self.last_t = int(t[-1])
+
+    def _replay_values(self, t, y, x, values: dict) -> dict:
+        """Analytics of a short or Kalman-warming history by replaying it through
+        fresh states (cheap: few bars, or a Kalman warm-up that the batch path
+        leaves NaN while the live state has values for its last bar)."""
+        if int(t.size) >= max(self.spec.window, 20) and self.spec.hedge != "kalman":
+            return values
+        from quantlab.ui.batch import kalman_warmup
+
+        if self.spec.hedge == "kalman" and int(t.size) >= kalman_warmup(self.spec.window):
+            return values
+        saved = self.state, self._compare, self.rows, self.last_t
+        self.rows = collections.deque()
+        self._new_states()
+        for i in range(int(t.size)):
+            vals = _analytics_dict(self.state.update(int(t[i]), y[i], x[i]))
+            for col, st in self._compare.items():
+                vals[col] = _beta_of(vals if st is None else
+                                     _analytics_dict(st.update(int(t[i]), y[i], x[i])))
+            for c in ANALYTICS_COLUMNS:
+                values.setdefault(c, np.full(t.size, NAN))[i] = _f(vals.get(c, NAN))
+        self.state, self._compare, self.rows, self.last_t = saved
+        return values
+
+    # -- late trades and gaps: resynchronisation with the store ---------------------
     def late_bars(self) -> list[int]:
-        """Open times (ms, oldest first) of committed, still kept rows that
-        received late trades and await :meth:`correct_bars`. Times that rolled
-        out of the kept rows are forgotten; bars not committed yet stay queued."""
+        """Open times (ms, oldest first) of bars up to the last committed one
+        that received trades after they were closed (backfilled after a
+        reconnect, a stall or an overflow, or in flight past the grace),
+        whether or not a row exists for them: the rows from the oldest on are
+        to be resynchronised with the store (:meth:`resync`). Times older than
+        the kept rows are forgotten."""
         if not self._late:
             return []
-        first = self.rows[0]["t"] if self.rows else math.inf
+        first = self.rows[0]["t"] if self.rows else -math.inf
         last = -math.inf if self.last_t is None else self.last_t
         self._late = {t for t in self._late if t >= first or t > last}
         return sorted(t for t in self._late if t <= last)
@@ -490,106 +609,133 @@ class PairPipeline:
         """Forget the late bars (when they cannot be corrected)."""
         self._late.clear()
 
-    def correct_bars(self, bars: Mapping[str, pd.DataFrame]) -> list[tuple[int, dict]]:
-        """Replace the OHLCV of the rows :meth:`late_bars` listed with exact
-        bars (``{"y": frame, "x": frame}``, bar frames of :mod:`quantlab.schema`
-        from the store covering those times).
-
-        When a close changed and at most :data:`REPLAY_MAX_ROWS` rows are kept,
-        the analytics are recomputed by replaying the kept rows through fresh
-        states (as :meth:`reconfigure`), so later rows change too. Alerts are
-        not re-evaluated. Returns ``(index in rows, new row)`` of every row that
-        changed, oldest first (the caller patches its plots once).
+    def resync(self, bars_y: pd.DataFrame, bars_x: pd.DataFrame) -> "Resync | None":
+        """Make the kept rows equal to the store's bars: ``bars_y``,
+        ``bars_x`` are the store's bars (:meth:`quantlab.store.TickStore.bars`)
+        from any time up to the last committed bar. Rows the store has and
+        the feed had not are inserted, rows whose OHLCV differ are replaced,
+        rows the store does not have (a leg without trades past the carry
+        limit) are removed; the analytics of the first changed row and every
+        later one are recomputed (batch path) and the live states reseeded.
+        Alerts are re-evaluated from the first changed row on
+        (:meth:`reevaluate_alerts`). Returns what changed, or None when the
+        rows already equal the store's.
         """
-        todo = self.late_bars()
-        if not todo:
-            return []
-        self._late.difference_update(todo)
-        index = {int(r["t"]): i for i, r in enumerate(self.rows)}
-        lookup = {}
-        for leg in ("y", "x"):
-            frame = bars.get(leg)
-            if frame is None or frame.empty:
-                lookup[leg] = {}
-                continue
-            t_ms = frame.index.as_unit("ms").asi8.tolist()
-            cols = [frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume",
-                                                   "quote_volume", "trade_count")]
-            lookup[leg] = {t: i for i, t in enumerate(t_ms)}
-            lookup[leg + "_cols"] = cols  # type: ignore[assignment]
-        changed: dict[int, dict] = {}
-        closes_changed = False
-        for t in todo:
-            i = index.get(t)
-            if i is None:  # a gap in the kept rows (history): nothing to fix
-                continue
-            old = self.rows[i]
-            new = dict(old)
-            for leg in ("y", "x"):
-                j = lookup[leg].get(t)
-                if j is None:
-                    continue
-                cols = lookup[leg + "_cols"]
-                o, h, lo, c, v, qv, n = (_f(col[j]) for col in cols)
-                new.update({f"{leg}_open": o, f"{leg}_high": h, f"{leg}_low": lo,
-                            f"{leg}_close": c, f"{leg}_volume": v, f"{leg}_quote_volume": qv,
-                            f"{leg}_trades": int(n),
-                            f"{leg}_color": UP_COLOR if c >= o else DOWN_COLOR})
-            if new != old:
-                closes_changed |= (new["y_close"] != old["y_close"]
-                                   or new["x_close"] != old["x_close"])
-                self.rows[i] = new
-                changed[i] = new
-        if not changed:
-            return []
-        self.bars_corrected += len(changed)
-        if closes_changed and len(self.rows) <= self.REPLAY_MAX_ROWS:
-            old_rows = list(self.rows)
-            self._replay(old_rows)
-            for i, (a, b) in enumerate(zip(old_rows, self.rows)):
-                if i in changed or not _same_row(a, b):
-                    changed[i] = b  # the replayed row (new analytics)
-        elif closes_changed:
-            self.analytics_stale += len(changed)
-            logger.info("%s: %d bars corrected from the store; analytics not recomputed "
-                        "(%d rows kept > %d)", self.label, len(changed), len(self.rows),
-                        self.REPLAY_MAX_ROWS)
+        self._late.clear()
+        if self.last_t is None:
+            return None
+        aligned = _aligned(bars_y, bars_x, self.tf_ms)
+        if aligned is None:
+            return None
+        inside = aligned["t"] <= self.last_t
+        store = {k: v[inside] for k, v in aligned.items()}
+        if store["t"].size == 0:
+            return None
+        old_rows = list(self.rows)
+        old = _columns_of_rows(old_rows)
+        t0 = int(store["t"][0])
+        before = old["t"] < t0
+        merged = {k: np.concatenate([old[k][before], store[k]]) for k in store}
+        # first row that differs (time or OHLCV)
+        n_old, n_new = old["t"].size, merged["t"].size
+        m = min(n_old, n_new)
+        diff = np.zeros(m, dtype=bool)
+        for k in merged:
+            a, b = old[k][:m], merged[k][:m]
+            diff |= ~((a == b) | (np.isnan(a) & np.isnan(b)))
+        idx = np.flatnonzero(diff)
+        first = int(idx[0]) if idx.size else (m if n_old != n_new else None)
+        if first is None:
+            return None
+        old_t = set(old["t"].tolist())
+        new_t = set(merged["t"].tolist())
+        inserted = len(new_t - old_t)
+        removed = len(old_t - new_t)
+        common = np.isin(merged["t"], old["t"])
+        corrected = 0
+        if common.any():
+            pos = np.searchsorted(old["t"], merged["t"][common])
+            ch = np.zeros(int(common.sum()), dtype=bool)
+            for k in merged:
+                a, b = old[k][pos], merged[k][common]
+                ch |= ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            corrected = int(ch.sum())
+        t_from = int(merged["t"][first]) if first < n_new else int(old["t"][first])
+        self._rebuild(merged)
+        self.bars_committed += inserted - removed
+        self.bars_inserted += inserted
+        self.bars_corrected += corrected
+        self.resyncs += 1
         self._forming_dirty = True
-        return sorted(changed.items())
+        events = self.reevaluate_alerts(t_from, old_rows)
+        return Resync(t_from=t_from, inserted=inserted, removed=removed, corrected=corrected,
+                      alerts=events)
 
-    def _replay(self, rows: Sequence[dict]) -> None:
-        """Recompute every kept row's analytics with fresh states (no alerts)."""
-        n = self.bars_committed
-        self.rows.clear()
-        self._new_states()
-        for r in rows:
-            y = tuple(r[f"y_{f}"] for f in LEG_FIELDS[:-1])
-            x = tuple(r[f"x_{f}"] for f in LEG_FIELDS[:-1])
-            self._commit(int(r["t"]), y, x, evaluate_alerts=False)
-        self.bars_committed = n
+    def reevaluate_alerts(self, t_from: int, old_rows: Sequence[dict] = ()) -> list:
+        """Re-run the alert rules over the kept rows after a correction from
+        ``t_from`` (ms) on. A fresh engine goes over every kept row (the rows
+        before ``t_from`` only set the rules' state); events at or after
+        ``t_from`` that the live engine did not fire are sent to the sinks
+        marked *corrected* (:func:`quantlab.alerts.corrected_event`), and
+        events it fired that the corrected bars no longer give are sent
+        marked *withdrawn*. Returns those events."""
+        from quantlab.alerts import corrected_event
+
+        old_engine = self.alerts
+        old_events = list(getattr(old_engine, "events", []))
+        engine = self._alert_factory(self.spec.rules, self.spec.label)
+        if hasattr(engine, "sinks"):
+            engine.sinks = ()
+        fresh: list = []
+        for r in self.rows:
+            t = int(r["t"])
+            metrics = {k: r[k] for k in ("zscore", "spread", "corr", "beta", "half_life")}
+            metrics.update(self.slow_metrics)
+            evs = list(engine.evaluate(t, metrics))
+            if t >= t_from:
+                fresh.extend(evs)
+        key = lambda ev: (int(ev.time_ms), ev.rule)  # noqa: E731
+        had = {key(ev): ev for ev in old_events if int(ev.time_ms) >= t_from}
+        now = {key(ev): ev for ev in fresh}
+        out = [corrected_event(ev) for k, ev in now.items() if k not in had]
+        out += [corrected_event(ev, withdrawn=True) for k, ev in had.items() if k not in now]
+        out.sort(key=lambda ev: int(ev.time_ms))
+        # The live engine continues from the corrected rules' state; its history
+        # keeps what fired before t_from, then the corrected view of the rest.
+        if hasattr(engine, "set_history"):
+            fixed = {key(ev): ev for ev in out}
+            history = [ev for ev in old_events if int(ev.time_ms) < t_from]
+            history += [fixed.get(key(ev), ev) for ev in fresh]
+            history += [ev for k, ev in fixed.items() if k not in now]  # withdrawn
+            engine.set_history(history)
+        engine.sinks = tuple(self.alert_sinks)
+        for ev in out:
+            for sink in engine.sinks:
+                try:
+                    sink(ev)
+                except Exception:  # a sink must never break the monitor
+                    logger.exception("alert sink failed on a corrected alert")
+        self.alerts = engine
+        self.alerts_corrected += len(out)
+        return out
 
     def reconfigure(self, **changes: Any) -> list[dict]:
         """Change analytics settings (``window``, ``hedge``, ``z_entry``,
-        ``z_exit``, ``rules``) and recompute every retained bar with them.
+        ``z_exit``, ``rules``) and recompute every retained bar with them
+        (batch path, live states seeded: well under 150 ms for 10,000 bars).
 
-        Returns the recomputed rows (oldest first) for the caller to replace
-        its plot data once. History never re-fires alerts; the alert log is
-        kept unless the rules change.
+        Returns the plotted rows (oldest first) for the caller to replace its
+        plot data once. History never re-fires alerts; the alert log is kept
+        unless the rules change.
         """
         old_rules = self.spec.rules
         self.spec = dataclasses.replace(self.spec, **changes)
         if self.spec.rules != old_rules:
             self.alerts = self._new_alerts()
-        old = list(self.rows)
-        self.rows.clear()
-        self.bars_committed = 0
-        self._new_states()
-        for r in old:
-            y = tuple(r[f"y_{f}"] for f in LEG_FIELDS[:-1])
-            x = tuple(r[f"x_{f}"] for f in LEG_FIELDS[:-1])
-            self._commit(int(r["t"]), y, x, evaluate_alerts=False)
+        if {"window", "hedge"} & set(changes):
+            self._rebuild(_columns_of_rows(list(self.rows)))
         self._forming_dirty = True
-        return list(self.rows)
+        return self.plot_rows()
 
     # -- views -----------------------------------------------------------------------
     def frame(self, last: int | None = None) -> pd.DataFrame:
@@ -648,6 +794,55 @@ def _same_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
                            and math.isnan(v) and math.isnan(w)):
             return False
     return True
+
+
+@dataclass(frozen=True)
+class Resync:
+    """What :meth:`PairPipeline.resync` changed: ``t_from`` (ms) the first
+    changed row, rows ``inserted`` / ``removed`` / ``corrected`` (OHLCV), and
+    the corrected or withdrawn alert events."""
+
+    t_from: int
+    inserted: int
+    removed: int
+    corrected: int
+    alerts: list
+
+
+_OHLCV = tuple(f"{leg}_{f}" for leg in ("y", "x") for f in LEG_FIELDS[:-1])
+
+
+def _leg_values(cols: Mapping[str, np.ndarray], leg: str, i: int) -> list:
+    vals = [float(cols[f"{leg}_{f}"][i]) for f in LEG_FIELDS[:-1]]
+    vals[-1] = int(vals[-1])
+    return vals
+
+
+def _columns_of_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """``t`` (int64) and the leg OHLCV columns (float64) of rows."""
+    n = len(rows)
+    out = {"t": np.fromiter((r["t"] for r in rows), dtype=np.int64, count=n)}
+    for c in _OHLCV:
+        out[c] = np.fromiter((r[c] for r in rows), dtype=np.float64, count=n)
+    return out
+
+
+def _aligned(bars_y: pd.DataFrame, bars_x: pd.DataFrame, tf_ms: int) -> dict | None:
+    """The pair's closed bars as :func:`quantlab.bars.align_pair` gives them
+    (gaps dropped, forming bars left out), as ``t`` + leg OHLCV columns."""
+    if bars_y is None or bars_x is None or bars_y.empty or bars_x.empty:
+        return None
+    aligned = align_pair(bars_y, bars_x, timeframe=tf_ms, drop_gaps=True)
+    if "is_forming" in aligned.columns:
+        aligned = aligned.loc[~aligned["is_forming"].to_numpy(dtype=bool)]
+    if aligned.empty:
+        return None
+    out = {"t": aligned.index.as_unit("ms").asi8.astype(np.int64)}
+    for leg in ("y", "x"):
+        for f in LEG_FIELDS[:-1]:
+            src = "trade_count" if f == "trades" else f
+            out[f"{leg}_{f}"] = aligned[f"{leg}_{src}"].to_numpy(dtype=np.float64)
+    return out
 
 
 def _bar_tuple(b: Bar) -> tuple:

@@ -13,6 +13,17 @@ markers, rolling correlation, hedge ratio (static OLS vs rolling OLS vs
 Kalman) and traded volume in quote currency. All have pan, wheel zoom, box
 zoom, reset and hover.
 
+Pleasant to use (issue 12):
+
+* no tool owns the mouse wheel until the user picks wheel zoom in the toolbar
+  (``active_scroll=None``): the page scrolls over the plots;
+* the time axis follows the newest bars with a fixed visible span (a
+  ``DataRange1d`` with ``follow="end"``) until the user pans or zooms;
+  :meth:`PairPlots.follow` (the monitor's *follow* toggle) or a double click on
+  a plot returns to following, keeping the span then shown;
+* where no bar exists (a pause, an unfillable gap) a break row of NaN values
+  stops the lines and a grey strip (``"<Y/X>:holes"``) marks the hole.
+
 BokehJS must be loaded inline (no CDN offline, ``shared/BROWSER.md``):
 :func:`load_bokehjs` does it once per kernel.
 """
@@ -20,9 +31,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
+
 from bokeh.layouts import column
 from bokeh.models import (
     ColumnDataSource,
+    CustomJS,
     DataRange1d,
     HoverTool,
     LinearAxis,
@@ -62,11 +76,20 @@ def _empty(columns: Iterable[str]) -> dict[str, list]:
     return {c: [] for c in columns}
 
 
-def columns_of(rows: list[dict]) -> dict[str, list]:
-    """Rows (dicts) -> Bokeh column data."""
+def columns_of(rows: list[dict]) -> dict[str, Any]:
+    """Rows (dicts) -> Bokeh column data (numpy arrays for numbers: sent to
+    the browser as binary buffers, not JSON lists)."""
     if not rows:
         return _empty(ROW_COLUMNS)
-    return {k: [r[k] for r in rows] for k in ROW_COLUMNS}
+    out: dict[str, Any] = {}
+    for k in ROW_COLUMNS:
+        vals = [r[k] for r in rows]
+        out[k] = vals if k.endswith("_color") else np.asarray(vals, dtype=np.float64)
+    return out
+
+
+#: visible span of the time axis while following, bars
+FOLLOW_BARS = 300
 
 
 class PairPlots:
@@ -84,8 +107,13 @@ class PairPlots:
         self.bars = ColumnDataSource(_empty(ROW_COLUMNS), name=f"{label}:bars")
         self.forming = ColumnDataSource(_empty(ROW_COLUMNS), name=f"{label}:forming")
         self.alerts = ColumnDataSource({"t": [], "t_mid": [], "zscore": [], "text": []}, name=f"{label}:alerts")
-        self.sink = PairSink(self.bars, self.forming, self.alerts, max_bars=spec.max_bars)
-        self.x_range = DataRange1d(range_padding=0.02)
+        self.holes = ColumnDataSource({"left": [], "right": []}, name=f"{label}:holes")
+        self.sink = PairSink(self.bars, self.forming, self.alerts, max_bars=spec.max_bars,
+                             holes=self.holes, timeframe_ms=spec.timeframe_ms)
+        self.span_ms = min(spec.max_bars, FOLLOW_BARS) * spec.timeframe_ms
+        self.x_range = DataRange1d(range_padding=0.02, follow="end",
+                                   follow_interval=self.span_ms, range_padding_units="percent")
+        self.following = True
         self.width = width
         self.spans: dict[str, Span] = {}
         self._build()
@@ -93,9 +121,20 @@ class PairPlots:
 
     # -- construction -----------------------------------------------------------------
     def _fig(self, title: str, height: int, **kw: Any):
+        # No active scroll tool: the wheel scrolls the page until the user picks
+        # wheel zoom in the toolbar.
         p = figure(title=title, height=height, width=self.width, x_axis_type="datetime",
                    x_range=self.x_range, tools=TOOLS, active_drag="xpan",
-                   active_scroll="xwheel_zoom", toolbar_location="right", **kw)
+                   active_scroll=None, toolbar_location="right", **kw)
+        p.vstrip(x0="left", x1="right", source=self.holes, fill_color="#9e9e9e",
+                 fill_alpha=0.22, line_alpha=0)
+        # Double click: follow the newest bars again with the span now shown
+        # (changing follow_interval clears BokehJS's "updated interactively").
+        p.js_on_event("doubletap", CustomJS(args={"r": self.x_range}, code="""
+            const span = Math.abs(r.end - r.start);
+            r.follow_interval = (span > 0 && span !== r.follow_interval) ? span
+                                : r.follow_interval + 1;
+        """))
         p.title.text_font_size = "11px"
         p.min_border_left = 60
         p.min_border_right = 70  # room for the price plot's second axis: aligned plots
@@ -195,12 +234,36 @@ class PairPlots:
         self.layout = column(*self.figures, name=f"{s.label}:layout")
 
     # -- updates (UI pump / user actions only, on the kernel loop) ---------------------
-    def reset(self, rows: list[dict]) -> None:
-        """Replace all plot data once (after a reconfiguration or a file load;
-        never in a loop: it resends everything)."""
-        self.bars.data = columns_of(rows)
+    def reset(self, rows: list[dict], holes: Iterable[tuple[float, float]] = (),
+              keep_alerts: bool = False) -> None:
+        """Replace all plot data once (after a reconfiguration, a file load or
+        a resynchronisation with the store; never in a loop: it resends
+        everything). Break rows go before every hole between ``rows`` (see
+        :class:`~quantlab.ui.pump.PairSink`); ``holes`` adds more shaded
+        stretches ``(left, right)`` in ms (e.g. unfillable store gaps)."""
+        rows = rows[-self.spec.max_bars:]
+        shown, found = self.sink.with_breaks(rows)
+        self.sink.last_t = float(rows[-1]["t"]) if rows else None
+        self.bars.data = columns_of(shown)
         self.forming.data = _empty(ROW_COLUMNS)
-        self.alerts.data = {"t": [], "t_mid": [], "zscore": [], "text": []}
+        if not keep_alerts:
+            self.alerts.data = {"t": [], "t_mid": [], "zscore": [], "text": []}
+        allh = sorted(set(found) | {(float(a), float(b)) for a, b in holes})
+        self.holes.data = {"left": [h[0] for h in allh], "right": [h[1] for h in allh]}
+
+    def follow(self, on: bool = True) -> None:
+        """Follow the newest bars (True: the time axis shows the last
+        ``span_ms`` and moves with new bars, also after the user panned or
+        zoomed) or show every kept bar (False)."""
+        self.following = bool(on)
+        if on:
+            # A new value clears BokehJS's "updated interactively" flag.
+            span = self.span_ms + (1 if self.x_range.follow_interval == self.span_ms else 0)
+            self.x_range.follow = "end"
+            self.x_range.follow_interval = span
+        else:
+            self.x_range.follow = None
+            self.x_range.follow_interval = None
 
     def set_bands(self, z_entry: float, z_exit: float) -> None:
         for key, loc in (("entry_hi", z_entry), ("entry_lo", -z_entry),

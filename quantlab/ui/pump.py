@@ -242,28 +242,79 @@ class UiPump:
 
 
 class PairSink:
-    """Where one pair's updates go: three "sources" (anything with ``stream``).
+    """Where one pair's updates go: "sources" (anything with ``stream``).
 
     ``bars`` receives closed bars (rollover ``max_bars``), ``forming`` the bar
     still forming (rollover 1: it always holds exactly one row), ``alerts``
     one row per alert event (``t``, ``t_mid``, ``zscore``, ``text``; rollover
-    ``max_alerts``).
+    ``max_alerts``), ``holes`` (optional) one row ``left``, ``right`` (ms) per
+    stretch of time without a bar.
+
+    Holes: when two consecutive closed bars are more than one timeframe
+    (``timeframe_ms``) apart, a *break row* (``t`` = the first missing bar,
+    every value NaN) goes between them, so lines break instead of drawing a
+    straight segment across the hole, and the hole is added to ``holes``.
     """
 
     def __init__(self, bars: Any, forming: Any, alerts: Any, *, max_bars: int,
-                 max_alerts: int = 200):
+                 max_alerts: int = 200, holes: Any = None, timeframe_ms: int | None = None,
+                 max_holes: int = 200):
         self.bars = bars
         self.forming = forming
         self.alerts = alerts
+        self.holes = holes
         self.max_bars = int(max_bars)
         self.max_alerts = int(max_alerts)
+        self.max_holes = int(max_holes)
+        self.tf_ms = timeframe_ms
+        self.last_t: float | None = None   # newest closed bar streamed (ms)
+
+    def break_row(self, like: Mapping[str, Any], t: float) -> dict:
+        """A row of NaN values at bar ``t`` (lines break there)."""
+        row = {}
+        for k, v in like.items():
+            if isinstance(v, str):
+                row[k] = v
+            elif isinstance(v, int) and not isinstance(v, bool):
+                row[k] = 0
+            else:
+                row[k] = math.nan
+        row["t"] = float(t)
+        if "t_mid" in row and self.tf_ms:
+            row["t_mid"] = float(t) + self.tf_ms / 2
+        return row
+
+    def with_breaks(self, rows: Sequence[Mapping[str, Any]], last_t: float | None = None
+                    ) -> tuple[list[Mapping[str, Any]], list[tuple[float, float]]]:
+        """``rows`` with a break row before every hole (also between
+        ``last_t`` and the first row), and the holes ``(left, right)`` in ms."""
+        if not self.tf_ms or not rows:
+            return list(rows), []
+        tf = self.tf_ms
+        out: list[Mapping[str, Any]] = []
+        holes: list[tuple[float, float]] = []
+        prev = last_t
+        for r in rows:
+            t = float(r["t"])
+            if prev is not None and t - prev > tf * 1.5:
+                out.append(self.break_row(r, prev + tf))
+                holes.append((prev + tf, t))
+            out.append(r)
+            prev = t
+        return out, holes
 
     def queue(self, batch: StreamBatch, update: Any) -> None:
         """Queue a :class:`~quantlab.ui.pipeline.PipelineUpdate` into ``batch``."""
         rows = update.rows
         if rows:
-            cols = {k: [r[k] for r in rows] for k in rows[0]}
+            shown, holes = self.with_breaks(rows, self.last_t)
+            self.last_t = float(rows[-1]["t"])
+            cols = {k: [r[k] for r in shown] for k in rows[0]}
             batch.add_rows(self.bars, cols, rollover=self.max_bars)
+            if holes and self.holes is not None:
+                batch.add_rows(self.holes, {"left": [h[0] for h in holes],
+                                            "right": [h[1] for h in holes]},
+                               rollover=self.max_holes)
         if update.forming is not None:
             batch.add_row(self.forming, update.forming, rollover=1)
         if update.alerts:
@@ -277,7 +328,6 @@ class PairSink:
                 texts.append(ev.message)
             batch.add_rows(self.alerts, {"t": ts, "t_mid": mids, "zscore": zs, "text": texts},
                            rollover=self.max_alerts)
-
 
     def patch(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Replace closed bars already sent (same ``t``) with ``rows``, in ONE
