@@ -1467,7 +1467,11 @@ class TickStore:
                limit: int | None = None) -> pd.DataFrame:
         """The alert log, newest first: columns ``time`` (UTC), ``time_ms``,
         ``rule``, ``name``, ``metric``, ``op``, ``value``, ``threshold``,
-        ``pair``, ``message``, ``recorded_ms``."""
+        ``pair``, ``message``, ``recorded_ms`` and ``corrected`` (bool: an
+        alert re-evaluated on bars corrected from the store, fired or
+        withdrawn; marked by the message prefix ``[corrected]`` or
+        ``[withdrawn]``, see :func:`quantlab.alerts.corrected_event`, so files
+        of every schema version hold it)."""
         sql = ("SELECT time_ms, rule, name, metric, op, value, threshold, pair, message, recorded_ms "
                "FROM alerts")
         where, params = [], []
