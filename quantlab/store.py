@@ -1494,6 +1494,8 @@ class TickStore:
         frame = frame.astype({"time_ms": np.int64, "value": np.float64, "threshold": np.float64,
                               "recorded_ms": np.int64})
         frame.insert(0, "time", pd.to_datetime(frame["time_ms"], unit="ms", utc=True))
+        frame["corrected"] = frame["message"].astype(str).str.startswith(
+            ("[corrected] ", "[withdrawn] ")).astype(bool)
         return frame
 
     # ------------------------------------------------------------------ reads
