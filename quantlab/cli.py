@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trades", required=True, help="trades CSV")
     p.add_argument("--equity", required=True, help="equity curve CSV")
     p.add_argument("--summary", required=True, help="summary JSON")
+    p.add_argument("--ledger", metavar="PATH", help="trial ledger (default: $QUANTLAB_LEDGER, "
+                   "else ledger.sqlite beside the store, archive or files)")
     p.set_defaults(func=_cmd_backtest)
 
     p = sub.add_parser("demo", help="offline tour: replay server + JupyterLab on the live monitor")
@@ -147,6 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8888, help="JupyterLab port")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.set_defaults(func=_cmd_lab)
+
+    p = sub.add_parser("ledger", help="the trial ledger: list, filter, export (--json); forget")
+    p.add_argument("--ledger", metavar="PATH",
+                   help="ledger file (default: $QUANTLAB_LEDGER, else beside --db)")
+    p.add_argument("--db", help="tick store whose ledger to read (ledger.sqlite beside it)")
+    p.add_argument("--json", action="store_true", help="export trials and events as JSON")
+    p.add_argument("--pair", help="BTCUSDT/ETHUSDT (either ordering) or one symbol")
+    p.add_argument("--kind", choices=("backtest", "sweep_cell", "scan", "report"))
+    p.add_argument("--since", help="last seen at or after, ISO-8601 UTC")
+    p.add_argument("--all", action="store_true", help="include forgotten trials")
+    lsub = p.add_subparsers(dest="action", metavar="ACTION")
+    f = lsub.add_parser("forget", help="mark trials forgotten (recorded, never deleted)")
+    f.add_argument("ids", nargs="+", type=int, metavar="ID", help="trial ids from `quantlab ledger`")
+    f.add_argument("--reason", required=True, help="why (kept in the ledger's event log)")
+    f.add_argument("--ledger", metavar="PATH", default=argparse.SUPPRESS, help="ledger file")
+    f.add_argument("--db", default=argparse.SUPPRESS, help="tick store whose ledger to use")
+    p.set_defaults(func=_cmd_ledger)
 
     p = sub.add_parser("scan", help="scan every pair of a universe: formation/evaluation, "
                                     "BH/BY-adjusted selection, local pool or Dask")
@@ -198,6 +217,12 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     from quantlab import launch
 
     return launch.lab_cli(args)
+
+
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    from quantlab import ledger
+
+    return ledger.ledger_cli(args)
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:

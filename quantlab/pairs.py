@@ -267,10 +267,15 @@ def backtest_cli(args: Any) -> int:
     equity = bt.equity.copy()
     equity.index.name = "time"
     equity.to_csv(args.equity, date_format=iso)
-    summary = bt.summary()
+    from quantlab.ledger import record_backtest_run  # the trial ledger (issue 11)
+
+    summary = {**bt.summary(), **record_backtest_run(args, aligned, bt)}
     write_json(args.summary, {**summary, "metadata": _metadata(args, aligned, "backtest")})
     print(f"{summary['n_trades']} trades, total_pnl={summary['total_pnl']:.6g}, "
           f"sharpe={summary['sharpe']}, max_drawdown={summary['max_drawdown']:.6g}, "
           f"break_even_fee_bps={summary['break_even_fee_bps']}")
+    dsr = "n/a" if summary["dsr"] is None else f"{summary['dsr']:.2f}"
+    print(f"trial {summary['trial_k']} of {summary['n_trials']} in this family; deflated Sharpe "
+          f"{dsr} (ledger {summary['ledger']}, trial {summary['trial_id']})")
     return 0
 
