@@ -915,7 +915,9 @@ def align_pair(bars_y: pd.DataFrame, bars_x: pd.DataFrame, *, max_carry_bars: in
             raise ConfigError(f"bars_{name}", f"missing columns {missing}",
                               "a bar frame of quantlab.schema")
         ms = _open_ms(frame, f"bars_{name}")
-        if np.unique(ms).size != ms.size:
+        # Sorted input (every quantlab source) proves uniqueness in O(n); np.unique
+        # sorts/hashes 1M values in ~0.4 s.
+        if not (ms.size < 2 or bool((ms[1:] > ms[:-1]).all())) and np.unique(ms).size != ms.size:
             raise ConfigError(f"bars_{name}", "duplicate open_time values", "one row per bar")
         opens[name] = ms
     both = np.concatenate([opens["y"], opens["x"]])
@@ -982,9 +984,13 @@ def align_pair(bars_y: pd.DataFrame, bars_x: pd.DataFrame, *, max_carry_bars: in
             leg_forming[pos] = frame["is_forming"].to_numpy(dtype=bool)
             forming |= leg_forming
     ordered = [f"{leg}_{c}" for leg in ("y", "x") for c in _LEG_COLUMNS + ("carried",)]
+    if drop_gaps:
+        # Filter the arrays before building the frame: a boolean .loc over a wide
+        # mixed-dtype frame of 1M rows costs ~0.5 s more than this.
+        keep = ~(np.isnan(cols["y_close"]) | np.isnan(cols["x_close"]))
+        if not keep.all():
+            cols = {k: cols[k][keep] for k in ordered}
+            grid, forming = grid[keep], forming[keep]
     out = pd.DataFrame({k: cols[k] for k in ordered}, index=ms_to_utc_index(grid))
     out["is_forming"] = forming
-    if drop_gaps:
-        keep = ~(np.isnan(cols["y_close"]) | np.isnan(cols["x_close"]))
-        out = out.loc[keep]
     return out

@@ -28,14 +28,24 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_pair_source(p: argparse.ArgumentParser) -> None:
+def _add_data_source(p: argparse.ArgumentParser, *, archive: bool = True) -> None:
+    """Where history comes from: exactly one of ``--db``, ``--files``, ``--archive`` (the
+    one source group every reading command reuses: analyze, backtest, features, scan,
+    report), plus ``--market``. Handlers pass ``pairs.source_kwargs(args)`` on."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--db", help="SQLite tick store written by `quantlab ingest`/`import`")
     src.add_argument("--files", nargs="+", metavar="FILE",
                      help="data.binance.vision trades/aggTrades/klines, OHLC CSV or NDJSON files")
+    if archive:
+        src.add_argument("--archive", metavar="DIR",
+                         help="Parquet archive folder written by `quantlab archive`")
+    p.add_argument("--market", choices=("spot", "usdm"), help="market, when the source holds both")
+
+
+def _add_pair_source(p: argparse.ArgumentParser) -> None:
+    _add_data_source(p)
     p.add_argument("--y", required=True, help="dependent leg symbol, e.g. BTCUSDT")
     p.add_argument("--x", required=True, help="independent leg symbol, e.g. ETHUSDT")
-    p.add_argument("--market", choices=("spot", "usdm"), help="market, when the store holds both")
     p.add_argument("--timeframe", default="1m", help="bar size: 1s, 1m, 5m, 1h, ... (default 1m)")
     p.add_argument("--start", help="first bar, ISO-8601 UTC (inclusive)")
     p.add_argument("--end", help="last bar, ISO-8601 UTC (exclusive)")
@@ -133,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "else ledger.sqlite beside the store, archive or files)")
     p.set_defaults(func=_cmd_backtest)
 
+    p = sub.add_parser("archive", help="bars (and ticks) of a store or files -> hive-partitioned Parquet")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--db", help="SQLite tick store to export (read-only)")
+    src.add_argument("--files", nargs="+", metavar="FILE",
+                     help="data.binance.vision klines/trades/aggTrades files or folders to convert")
+    p.add_argument("--out", required=True, metavar="DIR", help="archive folder (created; incremental)")
+    p.add_argument("--ticks", action="store_true", help="also archive the trades themselves")
+    p.add_argument("--timeframes", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+                   default=None, help="--db only: bar datasets to write, e.g. 1s,1m,1h (default 1s,1m)")
+    p.add_argument("--symbols", type=_symbols, default=None, help="--db only: e.g. BTCUSDT,ETHUSDT")
+    p.add_argument("--market", choices=("spot", "usdm"),
+                   help="only this market (--db); the market of files that do not say (--files)")
+    p.add_argument("--rewrite", action="store_true", help="rewrite complete days too")
+    p.set_defaults(func=_cmd_archive)
+
     p = sub.add_parser("demo", help="offline tour: replay server + JupyterLab on the live monitor")
     p.add_argument("--db", default="data/demo.db", help="tick store the monitor's ingester writes")
     p.add_argument("--rate", type=_positive_float, default=50.0, help="synthetic trades per second")
@@ -166,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ledger", metavar="PATH", default=argparse.SUPPRESS, help="ledger file")
     f.add_argument("--db", default=argparse.SUPPRESS, help="tick store whose ledger to use")
     p.set_defaults(func=_cmd_ledger)
+
+    p = sub.add_parser("report", help="pair report notebook run headless -> offline HTML (one pair "
+                                      "or a batch with index.html)")
+    from quantlab.reports.command import add_arguments as _report_arguments
+
+    _report_arguments(p, _add_data_source)
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("scan", help="scan every pair of a universe: formation/evaluation, "
                                     "BH/BY-adjusted selection, local pool or Dask")
@@ -207,6 +239,12 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return pairs.backtest_cli(args)
 
 
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from quantlab import archive
+
+    return archive.archive_cli(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from quantlab import launch
 
@@ -223,6 +261,12 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
     from quantlab import ledger
 
     return ledger.ledger_cli(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from quantlab.reports.command import report_cli
+
+    return report_cli(args)
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:

@@ -64,10 +64,11 @@ def _leg_bars_from_loaded(loaded: Any, timeframe: str, start_ms: int | None,
 
 
 def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | None = None,
-                   files: Sequence[str | Path] | None = None, market: str | None = None,
+                   files: Sequence[str | Path] | None = None,
+                   archive: str | Path | None = None, market: str | None = None,
                    start: str | int | None = None, end: str | int | None = None,
                    max_carry_bars: int = 5) -> pd.DataFrame:
-    """Bars of two symbols aligned on time, from a tick store or from files.
+    """Bars of two symbols aligned on time, from a tick store, files or a Parquet archive.
 
     Parameters
     ----------
@@ -76,6 +77,10 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
     db : SQLite file written by ``quantlab ingest`` / ``quantlab import``.
     files : any files :func:`quantlab.io.load_files` reads (trades, aggTrades,
         klines, OHLC CSV, NDJSON, captures), for both legs.
+    archive : folder written by ``quantlab archive``; only the day partitions
+        in ``[start, end)`` are read (:func:`quantlab.archive.read_bars`;
+        larger timeframes aggregated from the archived 1 m or 1 s bars).
+        Exactly one of ``db``, ``files``, ``archive``.
     market : ``"spot"`` or ``"usdm"``, when the store or files hold both.
     start, end : ISO-8601 UTC or epoch ms; ``[start, end)``.
     max_carry_bars : a leg that did not trade keeps its last close this many
@@ -89,8 +94,9 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
     """
     from quantlab import bars
 
-    if (db is None) == (files is None):
-        raise ConfigError("source", {"db": db, "files": files}, "exactly one of db= or files=")
+    if sum(v is not None for v in (db, files, archive)) != 1:
+        raise ConfigError("source", {"db": db, "files": files, "archive": archive},
+                          "exactly one of db=, files= or archive=")
     y, x = y.upper(), x.upper()
     if y == x:
         raise ConfigError("x", x, "a symbol different from y")
@@ -107,6 +113,13 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
             legs = [store.bars(s, timeframe, market=market, start_ms=start_ms, end_ms=end_ms)
                     for s in (y, x)]
         origin = {"db": str(db)}
+    elif archive is not None:
+        from quantlab.archive import read_bars
+
+        # align_pair re-creates empty bars itself: skip them at the archived timeframe.
+        legs = [read_bars(archive, s, timeframe, market=market, start_ms=start_ms, end_ms=end_ms,
+                          explicit_empty=False) for s in (y, x)]
+        origin = {"archive": str(archive)}
     else:
         from quantlab import io
 
@@ -172,9 +185,25 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def source_kwargs(args: Any) -> dict:
+    """``db=``, ``files=``, ``archive=`` from parsed CLI arguments (the group
+    ``quantlab.cli._add_data_source`` adds; exactly one is set)."""
+    return {"db": getattr(args, "db", None), "files": getattr(args, "files", None),
+            "archive": getattr(args, "archive", None)}
+
+
+def source_metadata(args: Any) -> dict:
+    """The source of a CLI run for output metadata: ``{"db": ...}``,
+    ``{"files": [...]}`` or ``{"archive": ...}``."""
+    kw = source_kwargs(args)
+    if kw["files"] is not None:
+        return {"files": [str(f) for f in kw["files"]]}
+    return {k: str(v) for k, v in kw.items() if v is not None}
+
+
 def _pair_from_args(args: Any) -> pd.DataFrame:
-    aligned = load_pair_bars(y=args.y, x=args.x, timeframe=args.timeframe, db=args.db,
-                             files=args.files, market=args.market, start=args.start, end=args.end,
+    aligned = load_pair_bars(y=args.y, x=args.x, timeframe=args.timeframe, **source_kwargs(args),
+                             market=args.market, start=args.start, end=args.end,
                              max_carry_bars=args.max_carry_bars)
     # The still-forming last bar is not final: research outputs use closed bars only.
     if "is_forming" in aligned and len(aligned) and bool(aligned["is_forming"].iloc[-1]):
@@ -186,7 +215,7 @@ def _metadata(args: Any, aligned: pd.DataFrame, command: str) -> dict:
     return {
         "command": command, "y": args.y.upper(), "x": args.x.upper(), "timeframe": args.timeframe,
         "window": args.window, "hedge": args.hedge, "log_prices": bool(args.log_prices),
-        "source": {"db": args.db} if args.db else {"files": list(args.files)},
+        "source": source_metadata(args),
         "start": aligned.index[0].isoformat() if len(aligned) else None,
         "end": aligned.index[-1].isoformat() if len(aligned) else None,
         "causal_columns": "every per-bar column uses bars up to and including its own",
