@@ -349,6 +349,12 @@ class PairPipeline:
         aligned = _aligned(bars_y, bars_x, self.tf_ms)
         if aligned is None:
             return []
+        # Trailing bars where neither leg traded are not known yet (the feed may
+        # backfill them): history ends with the last traded bar.
+        traded = np.flatnonzero((aligned["y_trades"] > 0) | (aligned["x_trades"] > 0))
+        if traded.size == 0:
+            return []
+        aligned = {k: v[:int(traded[-1]) + 1] for k, v in aligned.items()}
         t_new = aligned["t"]
         keep = t_new > self.last_t if self.last_t is not None else np.ones(t_new.size, bool)
         if not keep.any():
