@@ -23,7 +23,7 @@ _EXPORTS = {
     "ReportParameters": "parameters", "validate_parameters": "parameters",
     "notebook_parameters": "parameters", "parameter_names": "parameters",
     "load_report_data": "data", "package_versions": "data",
-    "study_pair": "study", "PairStudy": "study", "bars_digest": "study",
+    "study_pair": "study", "PairStudy": "study",
     "show_header": "notebook", "show_figures": "notebook", "show_tables": "notebook",
     "show_honesty": "notebook", "finish": "notebook",
     "run_report": "runner", "run_batch": "runner", "start_report": "runner",

@@ -25,7 +25,7 @@ def minmax_indices(values, n_out: int) -> np.ndarray:
 
     >>> v = np.zeros(1000); v[123] = 50.0; v[777] = -9.0
     >>> idx = minmax_indices(v, 20)
-    >>> len(idx) <= 20, 123 in idx, 777 in idx, idx[0], idx[-1]
+    >>> len(idx) <= 20, 123 in idx, 777 in idx, int(idx[0]), int(idx[-1])
     (True, True, True, 0, 999)
     >>> minmax_indices([1.0, 2.0, 3.0], 10).tolist()
     [0, 1, 2]

@@ -193,16 +193,18 @@ def sweep_heatmap(study: Any):
                                high=span or 1)
     src = ColumnDataSource({c: grid[c].to_numpy() for c in
                             ("entry_s", "exit_s", "sharpe_c", "sharpe", "total_pnl", "n_trades",
-                             "break_even_fee_bps")})
-    f = figure(title=f"Net Sharpe after {study.params.fee_bps:g} bps per leg, entry x exit "
-                     f"(window {study.params.window})",
-               x_range=exits, y_range=entries, height=320, width=520, tools="hover,save",
+                             "break_even_fee_bps", "dsr")})
+    pbo = getattr(getattr(study, "overfit", None), "pbo", None)
+    pbo_text = f"; PBO of picking the best cell {pbo.pbo:.2f}" if pbo is not None else ""
+    f = figure(width=720, title=f"Net Sharpe after {study.params.fee_bps:g} bps per leg, entry x exit "
+                     f"(window {study.params.window}){pbo_text}",
+               x_range=exits, y_range=entries, height=320, tools="hover,save",
                x_axis_label="exit z", y_axis_label="entry z", toolbar_location="right")
     f.rect("exit_s", "entry_s", 1, 1, source=src, fill_color={"field": "sharpe_c", "transform": mapper},
            line_color="white")
     f.select_one(HoverTool).tooltips = [("entry", "@entry_s"), ("exit", "@exit_s"),
                                         ("net Sharpe", "@sharpe{0.00}"), ("PnL", "@total_pnl{0,0.00}"),
-                                        ("trades", "@n_trades"),
+                                        ("trades", "@n_trades"), ("deflated Sharpe", "@dsr{0.00}"),
                                         ("break-even fee bps", "@break_even_fee_bps{0.0}")]
     f.add_layout(ColorBar(color_mapper=mapper, ticker=BasicTicker(), title="Sharpe"), "right")
     f.toolbar.active_scroll = None

@@ -18,7 +18,6 @@ Pure: no I/O (the caller loads the bars; timings use a monotonic clock only).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from typing import Any
@@ -28,34 +27,11 @@ import pandas as pd
 
 from quantlab.reports.parameters import ReportParameters
 
-__all__ = ["PairStudy", "CausalityCheck", "LagCheck", "study_pair", "bars_digest",
-           "backtest_inputs", "verdict_line"]
+__all__ = ["PairStudy", "CausalityCheck", "LagCheck", "study_pair", "backtest_inputs",
+           "verdict_line"]
 
 #: Fractions of the bars at which the causality check cuts the input.
 CAUSALITY_CUTS = (0.3, 0.6, 0.85)
-
-#: Columns of the aligned bars the input digest covers, in this order.
-DIGEST_COLUMNS = ("y_open", "y_high", "y_low", "y_close", "y_volume",
-                  "x_open", "x_high", "x_low", "x_close", "x_volume")
-
-
-def bars_digest(aligned: pd.DataFrame) -> str:
-    """SHA-256 (hex) of the input bars: open times (int64 ms) and the OHLCV
-    columns of both legs as little-endian float64, each prefixed by its name.
-
-    Two runs on the same bars give the same digest whatever produced them
-    (store, files or archive)."""
-    h = hashlib.sha256()
-    index_ms = aligned.index.as_unit("ms").asi8 if isinstance(aligned.index, pd.DatetimeIndex) \
-        else np.asarray(aligned.index, dtype=np.int64)
-    h.update(b"open_time_ms")
-    h.update(np.ascontiguousarray(index_ms, dtype="<i8").tobytes())
-    for col in DIGEST_COLUMNS:
-        if col in aligned.columns:
-            h.update(col.encode())
-            h.update(np.ascontiguousarray(aligned[col].to_numpy(dtype=np.float64), dtype="<f8").tobytes())
-    return h.hexdigest()
-
 
 def backtest_inputs(aligned: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """The backtest's input: both legs' opens and closes from the bars, the causal
@@ -132,10 +108,13 @@ class PairStudy:
     tests : in-sample tests of the static spread and of the pair
         (``adf``, ``engle_granger``, ``johansen``, ``kpss``, ``half_life``, ``hurst``)
     backtest : :class:`quantlab.backtest.BacktestResult`
-    sweep : net Sharpe (and more) per (entry, exit), :func:`quantlab.backtest.sweep`
+    sweep : net Sharpe (and more) per (entry, exit), :func:`quantlab.backtest.sweep`, with
+        each cell's deflated Sharpe (``dsr``, deflated by the grid)
+    overfit : :class:`quantlab.analytics.SweepOverfit` of the grid (``pbo``: probability of
+        backtest overfitting of picking the best cell)
     alerts : events the alert rules would have fired (:func:`quantlab.alerts.replay_alerts`)
     causality, lag : the honesty stamps
-    digest : :func:`bars_digest` of the input
+    digest : :func:`quantlab.ledger.bars_digest` of the input
     timings : seconds spent per step
     """
 
@@ -146,6 +125,7 @@ class PairStudy:
     tests: dict
     backtest: Any
     sweep: pd.DataFrame
+    overfit: Any
     alerts: pd.DataFrame
     causality: CausalityCheck
     lag: LagCheck
@@ -180,6 +160,7 @@ class PairStudy:
             "n_trades": st.get("n_trades"), "break_even_fee_bps": st.get("break_even_fee_bps"),
             "max_drawdown": st.get("max_drawdown"), "fee_bps": self.params.fee_bps,
             "sharpe_lagged": self.lag.sharpe_lagged, "causality_passed": self.causality.passed,
+            "sweep_pbo": self.overfit.pbo.pbo if self.overfit.pbo is not None else None,
             "verdict": self.verdict(), "relationship": s.get("verdict"),
             "bars_sha256": self.digest,
         }
@@ -267,8 +248,10 @@ def study_pair(aligned: pd.DataFrame, params: ReportParameters) -> PairStudy:
     whole range, as their captions say.
     """
     from quantlab.alerts import replay_alerts
-    from quantlab.analytics import (engle_granger_both, hurst, johansen, kpss, rolling_ols)
-    from quantlab.backtest import backtest, sweep
+    from quantlab.analytics import (engle_granger_both, hurst, johansen, kpss, rolling_ols,
+                                    sweep_overfit)
+    from quantlab.backtest import backtest
+    from quantlab.ledger import bars_digest
     from quantlab.pairs import run_analysis
 
     timings: dict[str, float] = {}
@@ -303,7 +286,8 @@ def study_pair(aligned: pd.DataFrame, params: ReportParameters) -> PairStudy:
     lag = LagCheck(sharpe=st["sharpe"], sharpe_lagged=lst["sharpe"], total_pnl=st["total_pnl"],
                    total_pnl_lagged=lst["total_pnl"], n_trades=st["n_trades"],
                    n_trades_lagged=lst["n_trades"])
-    grid = sweep(data, entries=params.sweep_entries, exits=params.sweep_exits, settings=settings)
+    overfit = sweep_overfit(data, entries=params.sweep_entries, exits=params.sweep_exits,
+                            settings=settings)
     timings["backtest_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -316,5 +300,5 @@ def study_pair(aligned: pd.DataFrame, params: ReportParameters) -> PairStudy:
     digest = bars_digest(aligned)
     timings["checks_s"] = time.perf_counter() - t2
     return PairStudy(params=params, aligned=aligned, analysis=analysis, rolling_beta=rolling_beta,
-                     tests=tests, backtest=result, sweep=grid, alerts=events, causality=causality,
+                     tests=tests, backtest=result, sweep=overfit.table, overfit=overfit, alerts=events, causality=causality,
                      lag=lag, digest=digest, timings=timings)
