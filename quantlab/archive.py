@@ -248,10 +248,12 @@ class ArchiveResult:
         d[dataset] = d.get(dataset, 0) + n
 
     def summary(self) -> str:
-        sets = sorted(set(self.written) | set(self.skipped))
+        sets = sorted((set(self.written) | set(self.skipped)) - {"files"})
         parts = [f"{d}: {self.written.get(d, 0)} written ({self.rows.get(d, 0):,} rows), "
                  f"{self.skipped.get(d, 0)} complete skipped" for d in sets]
-        text = "; ".join(parts) if parts else "nothing to archive"
+        if self.skipped.get("files"):
+            parts.append(f"{self.skipped['files']} files already archived (not read)")
+        text = "; ".join(parts) if parts else "nothing new to archive"
         if self.partial:
             text += f"; partial (rewritten next run): {', '.join(self.partial[:6])}"
             if len(self.partial) > 6:
@@ -512,6 +514,8 @@ def archive_files(files: Sequence[str | os.PathLike], out: str | os.PathLike, *,
         return res
     loaded = io.load_files(todo, market=market)
     for sym, lf in loaded.items():
+        if market is not None and lf.market is not None and market != lf.market:
+            raise ConfigError("market", market, f"{lf.market!r}: the files of {sym} are {lf.market} data")
         mkt = market or lf.market
         if mkt is None:
             raise ConfigError("market", None, f"--market spot or usdm: the files of {sym} do not say "
@@ -771,14 +775,18 @@ def _ticks_frame(table: Any, market: str, symbol: str) -> pd.DataFrame:
     from quantlab.schema import TICK_DTYPES
 
     n = table.num_rows
-    data: dict[str, Any] = {"market": np.full(n, market, dtype=object),
-                            "symbol": np.full(n, symbol, dtype=object)}
+
+    def objects(values: Any) -> pd.Series:  # the schema's string columns are object (pandas 3: str)
+        return pd.Series(np.asarray(values, dtype=object), dtype=object, copy=False)
+
+    data: dict[str, Any] = {"market": objects(np.full(n, market, dtype=object)),
+                            "symbol": objects(np.full(n, symbol, dtype=object))}
     for c in TICK_FILE_COLUMNS:
         col = table.column(c)
         if c in ("first_trade_id", "last_trade_id"):
             data[c] = pd.array(col.to_pandas(), dtype="Int64")
         elif c in ("kind", "trade_type"):
-            data[c] = np.asarray(col.to_pylist(), dtype=object)
+            data[c] = objects(col.to_pylist())
         else:
             data[c] = col.to_numpy(zero_copy_only=False).astype(TICK_DTYPES[c], copy=False)
     return pd.DataFrame({c: data[c] for c in TICK_COLUMNS})
