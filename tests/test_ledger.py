@@ -318,3 +318,68 @@ def test_record_sweep_records_each_cell_once(ledger):
     assert_allclose(table["dsr"], ov.table["dsr"], rtol=1e-9)  # same N and V[SR] here
     rec = ledger.get(int(table["trial_id"].iloc[0]))
     assert rec.kind == "sweep_cell" and rec.params["window"] == 60 and rec.params["hedge"] == "rolling-ols"
+
+
+# --- the monitor's formation-vs-live prediction ---------------------------------------------
+def _ou_pair(n, phi, seed, sd=0.3):
+    rng = np.random.default_rng(seed)
+    x = 100 + np.cumsum(rng.normal(0, 0.2, n))
+    s = np.zeros(n)
+    for i in range(1, n):
+        s[i] = phi * s[i - 1] + rng.normal(0, sd)
+    return 5 + 2 * x + s, x, s
+
+
+def _formation_stats(y, x):
+    from quantlab.analytics import half_life
+
+    b, a = np.polyfit(x, y, 1)
+    s = y - a - b * x
+    return {"hedge_ratio": b, "intercept": a, "spread_mean": s.mean(), "spread_std": s.std(ddof=1),
+            "half_life_bars": half_life(s).half_life, "coint_pvalue": 0.001}
+
+
+def test_prediction_against_live_data(ledger):
+    from quantlab.ui.prediction import Prediction, check_prediction, latest_prediction
+
+    y, x, _ = _ou_pair(3000, 0.95, 1)
+    stats = _formation_stats(y[:2000], x[:2000])
+    ledger.record(trial(kind="scan", y="AAAUSDT", x="BBBUSDT", sharpe=None, pvalue=0.001,
+                        stats=stats))
+    ledger.record(trial(kind="backtest", params={"other": 1}))  # not a prediction
+    pred = latest_prediction(ledger, "BBBUSDT", "AAAUSDT")       # either ordering on screen
+    assert pred is not None and pred.kind == "scan" and pred.has_band
+    assert pred.half_life_s == pytest.approx(stats["half_life_bars"] * 60)
+    live = {"AAAUSDT": y[2000:], "BBBUSDT": x[2000:]}
+    ok = check_prediction(pred, live, bar_seconds=60)
+    assert ok.status == "ok" and ok.warnings == () and ok.share_outside < 0.05
+    assert ok.live_half_life_s == pytest.approx(pred.half_life_s, rel=0.6)
+    # the relationship breaks: the spread drifts away and stops reverting
+    yb = y[2000:] + np.cumsum(np.full(1000, 0.05))
+    broken = check_prediction(pred, {"AAAUSDT": yb, "BBBUSDT": x[2000:]}, bar_seconds=60)
+    assert broken.status == "outside" and broken.spread_z > 3
+    assert any("outside the predicted" in w for w in broken.warnings)
+    assert any("half-life" in w or "not mean-reverting" in w for w in broken.warnings)
+    # live bars of another size: half-lives compare in seconds (1 s bars: 60x shorter)
+    fast = check_prediction(pred, live, bar_seconds=1)
+    assert any("half-life" in w for w in fast.warnings)
+    assert check_prediction(pred, {k: v[:10] for k, v in live.items()}, bar_seconds=60
+                            ).status == "warming up"
+    assert check_prediction(None, live, bar_seconds=60).status == "no prediction"
+    assert Prediction.from_record(ledger.get(2)) is None
+
+
+def test_prediction_panel_renders_and_survives_a_missing_ledger(ledger, tmp_path):
+    pytest.importorskip("ipywidgets")
+    from quantlab.ui.prediction import PredictionPanel
+
+    y, x, _ = _ou_pair(1500, 0.95, 2)
+    ledger.record(trial(kind="report", sharpe=None, stats=_formation_stats(y[:1000], x[:1000])))
+    panel = PredictionPanel(ledger.path, "AAAUSDT", "BBBUSDT")
+    check = panel.update({"AAAUSDT": y[1000:] + 50, "BBBUSDT": x[1000:]}, 60)
+    assert check.status == "outside"
+    assert "formation vs live" in panel.widget.value and "outside the predicted" in panel.widget.value
+    assert "report trial 1" in panel.widget.value
+    none = PredictionPanel(tmp_path / "absent.sqlite", "AAAUSDT", "BBBUSDT")
+    assert none.update({"AAAUSDT": y, "BBBUSDT": x}, 60).status == "no prediction"
+    assert "no report or scan" in none.widget.value

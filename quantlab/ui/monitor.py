@@ -46,6 +46,7 @@ from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
 from quantlab.ui import analytics as ui_analytics
 from quantlab.ui.pipeline import HEDGES, PairPipeline, PairSpec
 from quantlab.ui.plots import PairPlots, load_bokehjs
+from quantlab.ui.prediction import PredictionPanel
 from quantlab.ui.pump import FeedStep, UiPump
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ class PairView:
         self.alert_log = W.HTML(layout=W.Layout(width="520px", height="440px", overflow="auto"))
         self.adf = W.HTML()
         self.table = W.HTML(layout=W.Layout(height="300px", overflow="auto"))
+        self.prediction = PredictionPanel.for_spec(spec)  # formation vs live (trial ledger)
         self.stat_values: dict[str, float] = {}
         self.past_alerts: list[tuple[str, str]] = []  # (UTC time, message) from the store
         self._tests_at = -math.inf
@@ -254,7 +256,7 @@ class PairView:
             self.title, self.readiness, self.plots.model,
             W.HBox([self.stats, self.alert_log],
                    layout=W.Layout(align_items="flex-start", justify_content="flex-start")),
-            self.adf, self.table,
+            self.adf, self.prediction.widget, self.table,
         ])
         self.refresh_panels(force=True)
 
@@ -317,6 +319,7 @@ class PairView:
             health = {"verdict": "unknown", "reason": _describe(exc)}
         vals["health"] = health
         self.stat_values.update(vals)
+        self.prediction.update({p.spec.symbol_y: y, p.spec.symbol_x: x}, p.spec.timeframe_ms / 1000)
         p.slow_metrics = {k: float(v) for k, v in (
             ("adf_pvalue", vals["adf_pvalue"]), ("coint_pvalue", vals["coint_pvalue"]),
             ("beta_drift", health.get("beta_drift", math.nan))) if v == v}
