@@ -725,7 +725,10 @@ class RecordedSource:
             self._shift_times(now_ms - self._start_ms, self._cursor)
         self._origin_wall_ms = now_ms
         self._origin_ns = int(self._sched[min(self.prefill, n - 1)])
-        if self.extras is not None:  # messages recorded before the first streamed trade are history
+        if self.extras is not None:
+            if not self.prefill:  # the whole recording, from its first message
+                self._origin_ns = min(self._origin_ns, int(self.extras.ns[0]))
+            # with a prefill, messages recorded before the first streamed trade are history
             self._xcursor = int(np.searchsorted(self.extras.ns, self._origin_ns, side="left"))
 
     def _extras_until(self, a: int, b: int, limit_ns: int | None) -> dict[tuple[int, str], tuple[list[bytes], np.ndarray]] | None:
@@ -1761,6 +1764,15 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def warn_if_exposed(host: str) -> bool:
+    """Log a warning if ``host`` is not loopback; return whether it warned."""
+    if is_loopback_host(host):
+        return False
+    logger.warning("replay server bound to %s: reachable from other machines, with no authentication; "
+                   "it is meant for loopback (--host 127.0.0.1)", host)
+    return True
+
+
 class _Market:
     """One market's half of a server: source, tape, REST API, connections, klines."""
 
@@ -2004,9 +2016,7 @@ class ReplayServer:
                             ping_interval=self.ping_interval_s, ping_timeout=self.ping_timeout_s,
                             close_timeout=self.close_timeout_s, logger=_ws_logger) as server:
             self._port = server.sockets[0].getsockname()[1]
-            if not is_loopback_host(self.host):
-                logger.warning("replay server bound to %s: reachable from other machines, with no "
-                               "authentication; it is meant for loopback (--host 127.0.0.1)", self.host)
+            warn_if_exposed(self.host)
             now = _now_ms()
             for m in self._markets.values():
                 history = m.source.start(now)
