@@ -768,6 +768,12 @@ class Ledger:
                                  is_new=is_new, n_seen=seen, family_size=size))
         return refs
 
+    def record_and_deflate(self, trial: Trial) -> tuple[TrialRef, Deflation]:
+        """:meth:`record` then :meth:`deflate`: what a report header needs
+        ("trial ``ref.k`` of ``d.n_trials`` in this family; deflated Sharpe ``d.dsr``")."""
+        ref = self.record(trial)
+        return ref, self.deflate(ref)
+
     # reading -----------------------------------------------------------------------------
     def _rows(self, where: str = "", args: Sequence[Any] = (), order: str = "trial_id"
               ) -> list[TrialRecord]:

@@ -136,6 +136,8 @@ def test_deflate_uses_family_size_and_sharpe_variance(ledger):
     assert d.n_trials == 20 and d.k == 8
     assert d.dsr == pytest.approx(expect.dsr) and d.expected_max_sharpe == pytest.approx(
         expect.expected_max_sharpe)
+    ref, d2 = ledger.record_and_deflate(trial(params={"i": 7}, sharpe=float(sharpes[7])))
+    assert ref.trial_id == refs[7].trial_id and d2.dsr == pytest.approx(d.dsr)
     never = ledger.record(trial(params={"i": "flat"}, sharpe=None, n_obs=None))
     assert ledger.deflate(never).dsr is None and ledger.deflate(never).n_trials == 21
 
