@@ -17,14 +17,14 @@ NAMES = {"zscore": "z-score", "corr": "correlation", "half_life": "half-life",
          "beta": "hedge ratio", "spread": "spread"}
 
 
-def make_state(spec: Any, hedge: str) -> Any:
+def make_state(spec: Any, hedge: str, **options: Any) -> Any:
     """A :class:`quantlab.analytics.LivePairState` for ``spec`` with hedge
     method ``hedge`` (a key of :data:`quantlab.ui.pipeline.HEDGES`; ``_`` and
     ``-`` are both accepted). Health is evaluated separately on a slow cadence
     (:func:`health_now`), so the state keeps no health buffer."""
     from quantlab.analytics import LivePairState
 
-    return LivePairState(window=spec.window, hedge=hedge, health_window=None)
+    return LivePairState(window=spec.window, hedge=hedge, health_window=None, **options)
 
 
 def readiness_lines(state: Any, fallback_have: int, window: int) -> list[str]:

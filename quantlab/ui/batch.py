@@ -86,7 +86,8 @@ def tail_start(method: str, n: int, window: int, refit_every: int = 1) -> int:
 
 
 def analytics_columns(y: np.ndarray, x: np.ndarray, *, window: int, hedge: str,
-                      compare: Mapping[str, str] | None = None) -> tuple[dict[str, np.ndarray], Any]:
+                      kalman_params: Any = None, reuse: Mapping[str, np.ndarray] | None = None
+                      ) -> tuple[dict[str, np.ndarray], Any]:
     """Per-bar analytics of the committed bars (closes ``y``, ``x``) from the
     batch path: ``spread``, ``spread_mean``, ``spread_std``, ``zscore``,
     ``corr``, ``beta``, ``alpha``, ``half_life`` of ``hedge`` and the
@@ -97,6 +98,11 @@ def analytics_columns(y: np.ndarray, x: np.ndarray, *, window: int, hedge: str,
     Kalman run (main or comparison; None before its warm-up is complete). Too
     few bars for :func:`~quantlab.analytics.analyze` give NaN columns (the
     values then come from the live states, see :class:`PairPipeline`).
+
+    ``kalman_params`` given (:class:`~quantlab.analytics.KalmanParams` of an
+    earlier run on the same warm-up length) skips the maximum-likelihood
+    fit; ``reuse`` maps comparison columns to values still valid (a hedge
+    change leaves them as they are).
     """
     from quantlab.analytics import analyze, hedge_series, kalman_filter
 
@@ -106,9 +112,11 @@ def analytics_columns(y: np.ndarray, x: np.ndarray, *, window: int, hedge: str,
     kparams = None
     kbeta = None
     kw = kalman_warmup(window)
+    kp = {} if kalman_params is None else {"kalman_delta": kalman_params.delta,
+                                            "kalman_obs_var": kalman_params.obs_var}
     if n >= max(window, 20) and (m != "kalman" or n >= kw):
-        a = analyze(y, x, window=window, hedge=m, health=False, kalman_warmup=kw if m == "kalman"
-                    else None)
+        a = analyze(y, x, window=window, hedge=m, health=False,
+                    **({"kalman_warmup": kw, **kp} if m == "kalman" else {}))
         f = a.frame
         for c in _MAIN:
             out[c] = f[c].to_numpy(dtype=np.float64)
@@ -117,13 +125,21 @@ def analytics_columns(y: np.ndarray, x: np.ndarray, *, window: int, hedge: str,
             kbeta = f["kalman_beta"].to_numpy(dtype=np.float64)
     elif m == "kalman":
         pass  # still warming up: NaN, as the live state says
+    reuse = reuse or {}
     for col, method in COMPARE:
+        if col in reuse and _norm(method) != m:
+            out[col] = reuse[col]
+            continue
         if _norm(method) == m:
-            out[col] = kbeta if m == "kalman" else out["beta"]
+            if m != "kalman":
+                out[col] = out["beta"]
+            elif kbeta is not None:
+                out[col] = kbeta
             continue
         if method == "kalman":
             if n >= kw:
-                k = kalman_filter(y, x, warmup=kw)
+                k = kalman_filter(y, x, warmup=kw, delta=kp.get("kalman_delta"),
+                                  obs_var=kp.get("kalman_obs_var"))
                 kparams = kparams or k.params
                 out[col] = np.asarray(k.beta, dtype=np.float64)
             continue
@@ -135,12 +151,19 @@ def analytics_columns(y: np.ndarray, x: np.ndarray, *, window: int, hedge: str,
     return out, kparams
 
 
-def seed_state(make: Callable[[], Any], method: str, t: np.ndarray, y: np.ndarray,
-               x: np.ndarray, *, window: int) -> Any:
+def seed_state(make: Callable[..., Any], method: str, t: np.ndarray, y: np.ndarray,
+               x: np.ndarray, *, window: int, kalman_params: Any = None) -> Any:
     """A live state (``make()``) fed the bars it needs to continue after the
     last of ``t``, ``y``, ``x`` exactly as a state fed every bar would (see
-    :func:`tail_start`)."""
-    st = make()
+    :func:`tail_start`). A Kalman state given ``kalman_params`` (those the
+    batch path estimated on the same warm-up bars) skips its own
+    maximum-likelihood fit: ``make(kalman_delta=..., kalman_obs_var=...,
+    kalman_warmup=...)``."""
+    if _norm(method) == "kalman" and kalman_params is not None:
+        st = make(kalman_delta=kalman_params.delta, kalman_obs_var=kalman_params.obs_var,
+                  kalman_warmup=kalman_warmup(window))
+    else:
+        st = make()
     start = tail_start(method, int(t.size), window, getattr(st, "refit_every", 1))
     up = st.update
     for ti, yi, xi in zip(t[start:].tolist(), y[start:].tolist(), x[start:].tolist()):

@@ -563,6 +563,8 @@ class LiveMonitor:
 
     def _on_tf(self, change: Mapping[str, Any]) -> None:
         self.w_tf_custom.disabled = change["new"] != "custom"
+        if change["new"] != "custom" and self.running:
+            self.set_timeframe(change["new"])
 
     def _on_source(self, change: Mapping[str, Any]) -> None:
         self.w_capture.disabled = change["new"] != "capture"
@@ -1053,6 +1055,21 @@ class LiveMonitor:
             self.w_window.value = changes["window"]
         if "hedge" in changes and self.w_hedge.value != changes["hedge"]:
             self.w_hedge.value = changes["hedge"]
+
+    def set_timeframe(self, timeframe: str) -> None:
+        """Switch every pair to bars of ``timeframe`` while the feed runs: new
+        plots, the kept window re-read from the store (batch path), the live
+        bars built from the next trades on. The feed is not restarted."""
+        parse_timeframe(timeframe)
+        self.params = dataclasses.replace(self.params, timeframe=timeframe)
+        if not self.running:
+            return
+        specs = self.params.pair_specs()
+        self._make_views(specs)
+        self._load_history(self.params)
+        if self.step is not None:
+            self.step.targets[:] = [v.target for v in self.views]
+        self._show_note(f"timeframe: {timeframe}")
 
     def set_bands(self, **changes: Any) -> None:
         p = dataclasses.replace(self.params, **changes)  # validates entry > exit

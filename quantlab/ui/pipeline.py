@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import operator
 import logging
 import math
 import time
@@ -257,6 +258,7 @@ class PairPipeline:
         self._forming_dirty = False
         self.forming_every_ms = int(forming_every_ms)
         self._forming_at = -10**18  # wall ms of the last forming report
+        self._kalman_params: dict[int, Any] = {}   # warm-up bars -> KalmanParams
         self._new_states()
         self.alert_sinks: tuple = ()
         self.alerts = self._new_alerts()
@@ -513,7 +515,8 @@ class PairPipeline:
 
         return self._analytics_factory is make_state
 
-    def _rebuild(self, cols: Mapping[str, np.ndarray]) -> None:
+    def _rebuild(self, cols: Mapping[str, np.ndarray], reuse: Mapping[str, tuple] | None = None
+                 ) -> None:
         """Replace the kept rows by ``cols`` (``t`` and the leg OHLCV columns of
         :data:`ROW_COLUMNS`, oldest first) with their analytics, and start the
         live states after the last of them.
@@ -546,14 +549,29 @@ class PairPipeline:
         t = cols["t"].astype(np.int64)
         y = cols["y_close"].astype(np.float64)
         x = cols["x_close"].astype(np.float64)
-        values, _ = analytics_columns(y, x, window=spec.window, hedge=spec.hedge)
+        from quantlab.ui.batch import kalman_warmup
+
+        kw = kalman_warmup(spec.window)
+        kparams = self._kalman_params.get(kw)  # the ML fit once per warm-up length
+        reuse = reuse or {}
+        values, kp = analytics_columns(y, x, window=spec.window, hedge=spec.hedge,
+                                       kalman_params=kparams,
+                                       reuse={c: v[1][-n:] for c, v in reuse.items()})
+        if kp is not None and kparams is None:
+            self._kalman_params[kw] = kparams = kp
         factory = self._analytics_factory
-        self.state = seed_state(lambda: factory(spec, spec.hedge), spec.hedge, t, y, x,
-                                window=spec.window)
+        self.state = seed_state(lambda **o: factory(spec, spec.hedge, **o), spec.hedge, t, y, x,
+                                window=spec.window, kalman_params=kparams)
         self._compare = {}
         for col, method in COMPARE:
-            self._compare[col] = None if method == spec.hedge else seed_state(
-                lambda m=method: factory(spec, m), method, t, y, x, window=spec.window)
+            if method == spec.hedge:
+                self._compare[col] = None
+            elif col in reuse:
+                self._compare[col] = reuse[col][0]
+            else:
+                self._compare[col] = seed_state(lambda m=method, **o: factory(spec, m, **o),
+                                                method, t, y, x, window=spec.window,
+                                                kalman_params=kparams)
         if spec.hedge == "kalman" or n < max(spec.window, 20):
             # warm-up or too few bars for the batch path: the values the live
             # states gave on the way are the reference; take them from a replay
@@ -592,7 +610,9 @@ class PairPipeline:
                 vals[col] = _beta_of(vals if st is None else
                                      _analytics_dict(st.update(int(t[i]), y[i], x[i])))
             for c in ANALYTICS_COLUMNS:
-                values.setdefault(c, np.full(t.size, NAN))[i] = _f(vals.get(c, NAN))
+                if values.get(c) is None:
+                    values[c] = np.full(t.size, NAN)
+                values[c][i] = _f(vals.get(c, NAN))
         self.state, self._compare, self.rows, self.last_t = saved
         return values
 
@@ -734,12 +754,37 @@ class PairPipeline:
         plot data once. History never re-fires alerts; the alert log is kept
         unless the rules change.
         """
-        old_rules = self.spec.rules
+        from quantlab.ui import batch
+
+        old_rules, old_hedge, old_state = self.spec.rules, self.spec.hedge, self.state
+        old_window = self.spec.window
         self.spec = dataclasses.replace(self.spec, **changes)
         if self.spec.rules != old_rules:
             self.alerts = self._new_alerts()
         if {"window", "hedge"} & set(changes):
-            self._rebuild(_columns_of_rows(list(self.rows)))
+            reuse = {}
+            same_kalman = batch.kalman_warmup(old_window) == batch.kalman_warmup(self.spec.window)
+            if len(self.rows) and self._batch_ok():
+                # Comparison ratios whose values do not depend on the change keep
+                # their column and state: all of them for a hedge change (the old
+                # main state serves as the comparison it now is); for a window
+                # change the expanding OLS (the window is only its minimum: the
+                # kept warm-up rows are never plotted) and the Kalman filter
+                # while its warm-up length stays.
+                for col, method in batch.COMPARE:
+                    if "window" in changes and (method == "rolling_ols" or (
+                            method == "kalman" and not same_kalman)):
+                        continue
+                    st = self._compare.get(col, None)
+                    if st is None and method == old_hedge:
+                        st = old_state
+                    if st is not None and method != self.spec.hedge:
+                        vals = np.fromiter((r[col] for r in self.rows), dtype=np.float64,
+                                           count=len(self.rows))
+                        if method == "ols":
+                            vals[:self.spec.window - 1] = NAN
+                        reuse[col] = (st, vals)
+            self._rebuild(_columns_of_rows(list(self.rows)), reuse=reuse)
         self._forming_dirty = True
         return self.plot_rows()
 
@@ -780,7 +825,18 @@ class PairPipeline:
             out.append(f"waiting for the first {self.spec.symbol_y} trade")
         if not (self.trades["x"] or self.rows):
             out.append(f"waiting for the first {self.spec.symbol_x} trade")
-        return out + readiness_lines(self.state, self.bars_committed, self.spec.window)
+        lines = readiness_lines(self.state, self.bars_committed, self.spec.window)
+        if self.spec.hedge == "kalman":
+            from quantlab.ui.batch import kalman_warmup
+
+            need = kalman_warmup(self.spec.window)
+            have = len(self.rows) if self._batch_ok() else self.bars_committed
+            have = max(have, int(getattr(self.state, "n_bars", have)))
+            if have < need:
+                # the maximum-likelihood warm-up of the filter: say how far it is
+                lines = [f"Kalman warming up: {have} of {need} bars"] + [
+                    ln for ln in lines if not ln.startswith(("z-score", "spread", "hedge"))]
+        return out + lines
 
 
 def _beta_of(values: Mapping[str, Any]) -> float:
@@ -826,10 +882,11 @@ def _leg_values(cols: Mapping[str, np.ndarray], leg: str, i: int) -> list:
 
 def _columns_of_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """``t`` (int64) and the leg OHLCV columns (float64) of rows."""
-    n = len(rows)
-    out = {"t": np.fromiter((r["t"] for r in rows), dtype=np.int64, count=n)}
-    for c in _OHLCV:
-        out[c] = np.fromiter((r[c] for r in rows), dtype=np.float64, count=n)
+    get = operator.itemgetter("t", *_OHLCV)
+    arr = np.array([get(r) for r in rows], dtype=np.float64).reshape(len(rows), 1 + len(_OHLCV))
+    out = {"t": arr[:, 0].astype(np.int64)}
+    for i, c in enumerate(_OHLCV):
+        out[c] = np.ascontiguousarray(arr[:, i + 1])
     return out
 
 
