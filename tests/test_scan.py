@@ -269,3 +269,14 @@ def test_progress_bar_on_a_terminal_and_in_logs():
     lines = log.getvalue().splitlines()
     assert 2 <= len(lines) <= 4 and lines[-1].startswith("scan: 100/100 pairs")
     assert "\r" not in log.getvalue()
+
+
+def test_pure_scan_modules_import_no_ui_dask_or_sockets():
+    import subprocess
+    import sys
+
+    probe = ("import sys; import quantlab.scan, quantlab.scan.core, quantlab.scan.leadlag, "
+             "quantlab.scan.synthetic; print(sorted(m for m in ('bokeh', 'ipywidgets', "
+             "'distributed', 'dask', 'websockets', 'sqlite3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
@@ -62,6 +63,7 @@ class ChunkTask:
     windows: ScanWindows
     settings: ScanSettings
     pairs: tuple[tuple[str, str], ...]
+    scan_id: str = ""
 
 
 def plan_chunks(symbols: Sequence[str], pairs_per_task: int = 200
@@ -90,7 +92,8 @@ def run_chunk(task: ChunkTask) -> list[dict[str, Any]]:
     from quantlab.scan.source import pair_window, window_arrays
 
     def read(symbol: str, span: tuple[int, int]):
-        return window_arrays(task.archive, symbol, task.timeframe, task.market, span[0], span[1])
+        return window_arrays(task.archive, symbol, task.timeframe, task.market, span[0], span[1],
+                             token=task.scan_id)
 
     rows = []
     for y, x in task.pairs:
@@ -234,8 +237,8 @@ def _run_local(tasks: list[ChunkTask], workers: int, on_done: Callable[[list], N
 def _run_dask(tasks: list[ChunkTask], client: Any, on_done: Callable[[list], None]) -> None:
     from distributed import as_completed
 
-    futures = [client.submit(run_chunk, t, pure=False, key=f"quantlab-scan-chunk-{i}-{os.getpid()}"
-                             f"-{time.monotonic_ns()}") for i, t in enumerate(tasks)]
+    futures = [client.submit(run_chunk, t, pure=False, key=f"quantlab-scan-{t.scan_id}-{i}")
+               for i, t in enumerate(tasks)]
     try:
         for _, rows in as_completed(futures, with_results=True):
             on_done(rows)
@@ -311,7 +314,8 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
             raise ConfigError("archive", str(archive), "an archive folder written by quantlab archive")
         syms = _universe(symbols, path, timeframe, market)
         chunks = plan_chunks(syms, pairs_per_task)
-        tasks = [ChunkTask(path, timeframe, market, windows, settings, c) for c in chunks]
+        scan_id = uuid.uuid4().hex
+        tasks = [ChunkTask(path, timeframe, market, windows, settings, c, scan_id) for c in chunks]
         total = sum(len(c) for c in chunks)
         bar = progress if isinstance(progress, Progress) else Progress(total, enabled=bool(progress))
         bar.total = total

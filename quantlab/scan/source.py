@@ -8,9 +8,10 @@ then scanned like any archive. Does I/O (reads Parquet, writes archives).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
-import functools
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -36,15 +37,46 @@ class SymbolWindow:
     bar_seconds: float
 
 
-@functools.lru_cache(maxsize=256)
-def window_arrays(archive: str, symbol: str, timeframe: str, market: str | None,
-                  start_ms: int, end_ms: int) -> SymbolWindow:
-    """Bars of ``symbol`` over ``[start_ms, end_ms)`` from the archive at path
-    ``archive``, as arrays on the window's grid.
+#: Per-process cache budget of :func:`window_arrays` (MB); env ``QUANTLAB_SCAN_CACHE_MB``.
+CACHE_MB = float(os.environ.get("QUANTLAB_SCAN_CACHE_MB", "1024"))
+_cache: "collections.OrderedDict[tuple, SymbolWindow]" = collections.OrderedDict()
+_cache_bytes = 0
+_cache_lock = threading.Lock()
 
-    Cached per process (a worker reads each symbol's window once, however many
-    of its pairs land on that worker). The arrays are read-only.
+
+def window_arrays(archive: str, symbol: str, timeframe: str, market: str | None,
+                  start_ms: int, end_ms: int, *, token: str = "") -> SymbolWindow:
+    """Bars of ``symbol`` over ``[start_ms, end_ms)`` from the archive at path
+    ``archive``, as arrays on the window's grid (read-only).
+
+    Cached per process under ``token`` (one scan's id: a worker reads each
+    symbol's window once per scan, however many of its pairs land on that
+    worker; a later scan reads again, so an archive that grew is seen), least
+    recently used first out beyond :data:`CACHE_MB`. ``token=""`` does not cache.
     """
+    global _cache_bytes
+    key = (token, archive, symbol, timeframe, market, int(start_ms), int(end_ms))
+    if token:
+        with _cache_lock:
+            hit = _cache.get(key)
+            if hit is not None:
+                _cache.move_to_end(key)
+                return hit
+    win = _read_window(archive, symbol, timeframe, market, int(start_ms), int(end_ms))
+    if token:
+        size = 3 * win.close.nbytes
+        with _cache_lock:
+            if key not in _cache:
+                _cache[key] = win
+                _cache_bytes += size
+            while _cache_bytes > CACHE_MB * 2**20 and len(_cache) > 1:
+                _, old = _cache.popitem(last=False)
+                _cache_bytes -= 3 * old.close.nbytes
+    return win
+
+
+def _read_window(archive: str, symbol: str, timeframe: str, market: str | None,
+                 start_ms: int, end_ms: int) -> SymbolWindow:
     from quantlab.archive import read_bars
     from quantlab.bars import parse_timeframe
 

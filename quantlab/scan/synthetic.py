@@ -40,7 +40,7 @@ class SyntheticUniverse:
 
 def synthetic_universe(n_symbols: int = 10, n_bars: int = 5_000, *, n_planted: int = 2,
                        seed: int = 0, start: str = "2024-01-01", timeframe: str = "1m",
-                       vol_per_bar: float = 1e-3, phi: float = 0.9, noise: float = 2e-3,
+                       vol_per_bar: float = 1e-3, phi: float = 0.9, noise: float = 3e-4,
                        quote_volume: float = 1e5, illiquid: tuple[int, ...] = ()
                        ) -> SyntheticUniverse:
     """Build the universe.
