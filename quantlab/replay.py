@@ -9,15 +9,26 @@ instead of upgrading; websockets 17 closes the TCP connection after it).
 What it serves (shapes from BINANCE.md and Binance's spot/futures docs):
 
 * Streams ``/ws/<stream>``, ``/stream?streams=a/b`` and the same under ``/market`` and
-  ``/public`` (USD-M routes: ``@aggTrade`` on ``/market``, ``@trade`` on the routes
-  of ``usdm_trade_routes``; the unrouted USD-M URL acknowledges and stays silent, as
-  Binance's old URL does since 2026-04-23; a spot server accepts the prefixes and
-  ignores them). Live ``SUBSCRIBE``, ``UNSUBSCRIBE``,
-  ``LIST_SUBSCRIPTIONS``, ``SET_PROPERTY``/``GET_PROPERTY`` (``combined``) with
-  Binance's replies and error codes; an unknown or upper-case symbol is acknowledged
-  and then silent. The server pings every ``ping_interval_s``.
+  ``/public`` (USD-M routes: ``@aggTrade`` and klines on ``/market``, ``@bookTicker``
+  and depth on ``/public``, ``@trade`` on the routes of ``usdm_trade_routes``; the
+  unrouted USD-M URL acknowledges and stays silent, as Binance's old URL does since
+  2026-04-23; a spot server accepts the prefixes and ignores them). One server may
+  serve both markets from one port (a spot and a USD-M source, each with its own
+  tape): spot on the unrouted paths and ``/api/v3``, USD-M on ``/market``, ``/public``
+  and ``/fapi/v1``. Stream kinds: ``@trade``, ``@aggTrade``, ``@kline_<interval>``
+  (built from the tape, Binance's payload, :class:`_KlineStream`), and the
+  ``@bookTicker``/``@depth...`` messages of captures that hold them (exact bytes).
+  Live ``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``,
+  ``SET_PROPERTY``/``GET_PROPERTY`` (``combined``) with Binance's replies and error
+  codes; a stream the server cannot feed is refused with an error (never acknowledged
+  and left silent), while an unknown or upper-case symbol is acknowledged and then
+  silent, as on Binance. Binance's limits: 1024 streams per connection, 5 (USD-M: 10)
+  incoming messages per second. The server pings every ``ping_interval_s``.
 * REST ``/api/v3/{aggTrades,historicalTrades,trades,klines,exchangeInfo,ping,time}``
   on spot, ``/fapi/v1/...`` on USD-M, served from the same trades as the streams.
+* Recordings start their clock at the first subscription (the first client gets the
+  whole tape; ``live_clock`` keeps the live-like start with the server), and with
+  ``rebase_time`` play as if recorded now.
 * Faults on demand (:class:`Faults`): abrupt drops, stalls, garbage frames, id gaps,
   429 with ``Retry-After``, ``serverShutdown`` notices, 1001 closes.
 
@@ -152,7 +163,8 @@ class Faults:
         ``serverShutdown`` event, then close with 1001 ``shutdown_grace_s`` seconds later.
     lifetime_s : close every connection with 1001 after this many seconds (Binance: 24 h).
     max_incoming_per_s : close with 1008 a connection that sends more text messages per
-        second than this (Binance: 5 spot, 10 futures). Default: no limit.
+        second than this. Default: the server's limit (``ReplayServer(max_incoming_per_s=)``,
+        Binance's 5 spot, 10 futures unless changed).
     """
 
     drop_after_messages: int | None = None
@@ -1109,6 +1121,9 @@ def make_source(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
                                            prefill=prefill, rebase_time=rebase_time)
 
 
+_MARKET_NAMES = {"spot": "spot", "usdm": "USD-M"}
+
+
 def make_sources(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
                  symbols: Sequence[str] | None = None, market: str = "spot", rate: float | None = 50.0,
                  speed: float = 1.0, seed: int = 0, prefill: int = 0, rebase_time: bool = False) -> list:
@@ -1133,8 +1148,8 @@ def make_sources(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
         missing = [m for m in ("spot", "usdm") if m not in by_market]
         if missing:
             raise DataFileError(", ".join(str(p) for p in paths),
-                                f"holds no {' or '.join(missing)} trades; --market both needs captures of "
-                                "both markets (or pick --market " + next(iter(by_market)) + ")")
+                                f"holds no {' or '.join(_MARKET_NAMES[m] for m in missing)} trades; --market both "
+                                "needs captures of both markets (or pick --market " + next(iter(by_market)) + ")")
         return [RecordedSource(b, sched, extras=x, **options) for b, sched, x in
                 (by_market["spot"], by_market["usdm"])]
     return [RecordedSource.from_trade_files(paths, symbols=symbols, keep_market=m, **options)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,8 +24,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from quantlab.cli import build_parser
+from quantlab.cli import build_parser, main
 from quantlab.io import iter_capture
+from tests.conftest import ROOT
 from quantlab.replay import RecordedSource, ReplayServer, SyntheticSource, make_sources, warn_if_exposed
 
 ccxt = pytest.importorskip("ccxt", reason="ccxt is in the test extra: pip install -e '.[test]'")
@@ -357,3 +361,28 @@ def test_cli_flags_for_both_markets_rebase_and_clock():
         "both", True, True, 10, ["a.gz"])
     defaults = build_parser().parse_args(["replay"])
     assert (defaults.market, defaults.rebase_time, defaults.live_clock) == ("spot", False, False)
+
+
+def test_cli_market_both_serves_both_rest_apis_on_one_port():
+    proc = subprocess.Popen([sys.executable, "-m", "quantlab", "replay", "--market", "both", "--rate", "100",
+                             "--prefill", "200"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        urls = json.loads(proc.stdout.readline())
+        spot = http_get(urls["rest"] + "/api/v3/historicalTrades?symbol=BTCUSDT&limit=5")
+        usdm = http_get(urls["rest"] + "/fapi/v1/trades?symbol=BTCUSDT&limit=5")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert spot[0] == usdm[0] == 200 and len(spot[1]) == len(usdm[1]) == 5
+    assert "isBestMatch" in spot[1][0] and "isBestMatch" not in usdm[1][0]  # two markets, two tapes
+
+
+def test_cli_market_both_needs_data_of_both_markets(shared_data, capsys):
+    cap = shared_data / "ws-capture-2024-08-08" / "spot_btcusdt_20240808.gz"
+    assert main(["replay", "--market", "both", "--capture", str(cap)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no USD-M trades" in err[0] and "--market spot" in err[0]
