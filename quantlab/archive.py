@@ -649,12 +649,27 @@ def _dates_in(folder: Path, lo_ms: int | None, hi_ms: int | None) -> list[str]:
     return [d for d in dates if (lo is None or d >= lo) and (hi is None or d <= hi)]
 
 
+def _file_schema(columns: Sequence[str]) -> Any:
+    import pyarrow as pa
+
+    types = {"open_time": pa.timestamp("ms", tz="UTC"), "trade_count": pa.int64(),
+             "kind": pa.string(), "trade_type": pa.string(), "is_buyer_maker": pa.bool_(),
+             "trade_id": pa.int64(), "time_ms": pa.int64(), "recv_ms": pa.int64(),
+             "first_trade_id": pa.int64(), "last_trade_id": pa.int64()}
+    return pa.schema([(c, types.get(c, pa.float64())) for c in columns])
+
+
 def _read_tables(paths: list[Path], columns: Sequence[str]) -> Any:
     import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
 
-    # One dataset over the listed files: pyarrow reads them in parallel; no
-    # partition discovery is needed (the folder names were pruned already).
-    return pads.dataset([str(p) for p in paths], format="parquet").to_table(columns=list(columns))
+    # One dataset over the listed files with the known schema: pyarrow reads them
+    # in parallel, with no partition discovery (the folders were pruned already),
+    # no existence check per path and no schema inference (~0.5 ms per file in all).
+    dataset = pads.FileSystemDataset.from_paths(
+        [str(p) for p in paths], schema=_file_schema(columns), format=pads.ParquetFileFormat(),
+        filesystem=pafs.LocalFileSystem())
+    return dataset.to_table(columns=list(columns))
 
 
 def read_bars(archive: str | os.PathLike, symbol: str, timeframe: str | int = "1m", *,
