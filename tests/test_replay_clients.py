@@ -132,7 +132,7 @@ def test_ccxt_against_a_rebased_real_capture(shared_data):
     prefill = 3000
     srcs = make_sources("capture", [cap / "spot_btcusdt_20240808.gz", cap / "usdm_btcusdt_20240808.gz"],
                         market="both", rebase_time=True, prefill=prefill, speed=1.0)
-    first_streamed = {"spot": 3_735_683_259 + prefill}
+    first_streamed = 3_735_683_259 + prefill  # spot BTCUSDT (data README)
     with ReplayServer(srcs) as srv:
         ex = local(ccxt.binance({"enableRateLimit": False}), srv)
         ex.load_markets()
@@ -158,7 +158,7 @@ def test_ccxt_against_a_rebased_real_capture(shared_data):
     assert len(spot) == len(fut) == 500 and all(since <= t["timestamp"] <= now + 1000 for t in spot + fut)
     assert spot[0]["price"] > 50_000 and bars and all(since - 60_000 <= b[0] <= now for b in bars)
     # The clock started at the first subscription: the first client gets the first streamed trade.
-    assert int(trades[0]["id"]) == first_streamed["spot"]
+    assert int(trades[0]["id"]) == first_streamed
     assert abs(trades[0]["timestamp"] - received) < 2000  # stamped about when it is sent
     assert fut_trades[0]["symbol"] == "BTC/USDT:USDT" and candles[-1][5] > 0
     assert quotes["BTC/USDT"]["bid"] < quotes["BTC/USDT"]["ask"]
