@@ -21,6 +21,17 @@ def _symbols(text: str) -> list[str]:
     return out
 
 
+def _positive_ints(text: str) -> list[int]:
+    """``1,5,15`` -> [1, 5, 15]: whole numbers >= 1."""
+    try:
+        out = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 1 such as 1,5,15, got {text}")
+    return out
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -158,6 +169,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewrite", action="store_true", help="rewrite complete days too")
     p.set_defaults(func=_cmd_archive)
 
+    p = sub.add_parser("features", help="per-bar causal feature table of a pair (labels only on request)")
+    _add_pair_source(p)
+    p.add_argument("--out", required=True,
+                   help="feature table: .csv, .parquet, .json or .xlsx; or a folder (CSV named after "
+                        "the pair, timeframe, window and range)")
+    p.add_argument("--horizons", type=_positive_ints, default=[1, 5, 15, 60],
+                   help="log-return horizons in bars (default 1,5,15,60)")
+    p.add_argument("--sma", type=_positive_ints, default=None,
+                   help="SMA windows in bars (default 20 and --window)")
+    p.add_argument("--ema", type=_positive_ints, default=[12, 26], help="EMA spans (default 12,26)")
+    p.add_argument("--bb-window", type=int, default=20, help="Bollinger window (default 20)")
+    p.add_argument("--bb-k", type=float, default=2.0, help="Bollinger width in std devs (default 2)")
+    p.add_argument("--rsi-window", type=int, default=14, help="Wilder RSI window (default 14)")
+    p.add_argument("--vwap-window", type=int, default=None, help="rolling VWAP window (default --window)")
+    p.add_argument("--labels", action="store_true",
+                   help="add forward-looking label_* columns (NOT features: they see the future)")
+    p.add_argument("--label-horizons", type=_positive_ints, default=None,
+                   help="label horizons in bars (default --horizons)")
+    p.set_defaults(func=_cmd_features)
+
     p = sub.add_parser("demo", help="offline tour: replay server + JupyterLab on the live monitor")
     p.add_argument("--db", default="data/demo.db", help="tick store the monitor's ingester writes")
     p.add_argument("--rate", type=_positive_float, default=50.0, help="synthetic trades per second")
@@ -243,6 +274,12 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     from quantlab import archive
 
     return archive.archive_cli(args)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from quantlab import pairs
+
+    return pairs.features_cli(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -227,8 +227,8 @@ def test_bars_are_streamed_only_when_they_close_and_the_forming_bar_follows_with
     for t_trade, price in trades[:-1]:
         t_shown = next(t for t, p in shown if t >= t_trade and p >= price)
         assert t_shown - t_trade <= 500, f"forming bar showed {price} after {t_shown - t_trade} ms"
-    # fewer forming updates than ticks: at most one every 300 ms
-    assert 2 <= len(sink.forming.calls) <= 4
+    # at most one forming update every forming_every_ms (100 ms): every tick here
+    assert len(sink.forming.calls) == 6 and pipeline.forming_every_ms == 100
     # a trade in the next second closes bar 0 at once
     wall["ms"] = T0 + 1_050
     feed.push("ETHUSDT", T0 + 1_000, 30.0)

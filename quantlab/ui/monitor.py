@@ -30,6 +30,7 @@ import dataclasses
 import html
 import logging
 import math
+import os
 import time
 import weakref
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class MonitorParams:
     lookback_bars: int | None = None
     max_bars: int = 2000
     extra_pairs: tuple[tuple[str, str], ...] = ()
-    interval_s: float = 0.15
+    interval_s: float = 0.1
     export_dir: str = "exports"
     stream: str = "trade"
     seed: int = 7
@@ -447,6 +448,8 @@ class LiveMonitor:
         self._bar_store: Any = None   # read-only TickStore of the kernel loop (late-bar fixes)
         self._correct_at = -math.inf
         self._marks_seen: tuple = ()
+        self._report: tuple | None = None     # (job, out path, started) of a running report
+        self._report_task: Any = None
         self._resync_due: float | None = None
         self._starts = 0          # feed starts (a new synthetic seed each time)
         self._last_ticks = 0
@@ -506,6 +509,14 @@ class LiveMonitor:
                                             ("Excel", ".xlsx")], value=".csv",
                                    layout=W.Layout(width="100px"))
         self.b_export = W.Button(description="Export", icon="download")
+        self.b_report = W.Button(description="Report", icon="file-text",
+                                 tooltip="a shareable HTML report of the first pair, built "
+                                         "in the background from the store")
+        self.w_follow = W.ToggleButton(value=True, description="follow", icon="forward",
+                                       tooltip="time axis follows the newest bars (a double "
+                                               "click on a plot also returns to following); "
+                                               "off: show every kept bar")
+        self.report_link = W.HTML()
         self.w_up_y = W.FileUpload(accept=".csv,.gz,.zip,.txt,.json,.ndjson,.jsonl",
                                    multiple=False, description="Y file")
         self.w_up_x = W.FileUpload(accept=".csv,.gz,.zip,.txt,.json,.ndjson,.jsonl",
@@ -520,6 +531,8 @@ class LiveMonitor:
         self.b_adf.on_click(self._guard(lambda _b: self.adf_now()))
         self.b_add.on_click(self._guard(lambda _b: self.add_pair(self.w_y.value, self.w_x.value)))
         self.b_export.on_click(self._guard(lambda _b: self.export(self.w_format.value)))
+        self.b_report.on_click(self._guard(lambda _b: self.report()))
+        self.w_follow.observe(self._guard(lambda ch: self.follow(ch["new"])), names="value")
         self.b_files.on_click(self._guard(lambda _b: self._load_uploads()))
         self.w_tf.observe(self._guard(self._on_tf), names="value")
         self.w_source.observe(self._guard(self._on_source), names="value")
@@ -539,7 +552,8 @@ class LiveMonitor:
                     self.w_tf_custom], **row),
             W.HBox([self.w_window, self.w_hedge, self.w_entry, self.w_exit], **row),
             W.HBox([self.w_rules, self.b_start, self.b_stop, self.b_adf, self.b_add,
-                    self.w_format, self.b_export], **row),
+                    self.w_format, self.b_export, self.b_report, self.w_follow], **row),
+            self.report_link,
             W.HBox([self.w_up_y, self.w_up_x, self.b_files], **row),
         ])
 
@@ -895,6 +909,7 @@ class LiveMonitor:
     # -- per tick (UI pump) ----------------------------------------------------------------
     def _after_tick(self, now: float, updates: list) -> None:
         self._correct_late(now)
+        self._poll_report()
         self._refresh_status(now)
         for v in self.views:
             v.refresh_panels(now)
@@ -1056,6 +1071,84 @@ class LiveMonitor:
         if "hedge" in changes and self.w_hedge.value != changes["hedge"]:
             self.w_hedge.value = changes["hedge"]
 
+    def follow(self, on: bool = True) -> None:
+        """Time axes follow the newest bars (True; also after the user panned
+        or zoomed) or show every kept bar (False)."""
+        for v in self.views:
+            v.plots.follow(on)
+        if self.w_follow.value != bool(on):
+            self.w_follow.value = bool(on)
+
+    # -- report (issue 9 contract: quantlab.reports.start_report) --------------------------
+    def report(self, out: str | Path | None = None) -> Any:
+        """Start a shareable HTML report of the first pair in a background
+        process (:func:`quantlab.reports.start_report`) and return its job.
+        The UI pump (or a small poll task when the feed is stopped) polls
+        ``job.poll()`` without blocking and shows a link to the file, or the
+        error, when it is done; the kernel stays responsive meanwhile."""
+        try:
+            from quantlab.reports import start_report
+        except ImportError as exc:
+            raise ConfigError("report", "quantlab.reports.start_report is not available",
+                              "a quantlab with the report builder (issue 9)") from exc
+        spec = self.views[0].pipeline.spec
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path(self.params.export_dir) / (
+                f"report-{spec.symbol_y}-{spec.symbol_x}-{spec.timeframe}-{stamp}.html")
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        job = start_report(y=spec.symbol_y, x=spec.symbol_x, market=self.params.market,
+                           timeframe=spec.timeframe, db=str(self.params.db_path),
+                           params={"window": spec.window, "hedge": spec.hedge,
+                                   "z_entry": spec.z_entry, "z_exit": spec.z_exit,
+                                   "alert_rules": list(spec.rules)},
+                           out=str(out))
+        self._report = (job, out, time.monotonic())
+        self.b_report.disabled = True
+        self.report_link.value = _note_html(f"building the report {out.name} ...")
+        if not self.running:
+            self._report_task = asyncio.get_event_loop().create_task(self._poll_report_loop())
+        return job
+
+    async def _poll_report_loop(self) -> None:
+        while self._report is not None and not self.running:
+            self._poll_report()
+            await asyncio.sleep(0.3)
+
+    def _poll_report(self) -> None:
+        """Non-blocking: show the report's link or error once the job is done."""
+        if self._report is None:
+            return
+        job, out, t0 = self._report
+        try:
+            result = job.poll()
+        except Exception as exc:  # a broken job reports, never breaks the pump
+            result = None
+            self._report = None
+            self.b_report.disabled = False
+            self.report_link.value = _error_html(f"report failed: {_describe(exc)}")
+            return
+        if result is None:
+            return
+        self._report = None
+        self.b_report.disabled = False
+        took = time.monotonic() - t0
+        if getattr(result, "ok", False):
+            path = Path(getattr(result, "html", None) or out)
+            try:
+                href = os.path.relpath(path.resolve(), Path.cwd())
+            except ValueError:  # another drive
+                href = str(path)
+            href = href.replace(os.sep, "/")
+            self.report_link.value = (
+                f"<div style='font-size:12px'>report ready ({took:.0f} s): "
+                f"<a href='{html.escape(href)}' target='_blank' style='color:#1565c0'>"
+                f"{html.escape(path.name)}</a></div>")
+        else:
+            err = getattr(result, "error", None) or "unknown error"
+            self.report_link.value = _error_html(f"report failed: {err}")
+
     def set_timeframe(self, timeframe: str) -> None:
         """Switch every pair to bars of ``timeframe`` while the feed runs: new
         plots, the kept window re-read from the store (batch path), the live
@@ -1067,6 +1160,9 @@ class LiveMonitor:
         specs = self.params.pair_specs()
         self._make_views(specs)
         self._load_history(self.params)
+        if self._alert_store is not None:
+            for v in self.views:
+                v.pipeline.set_alert_sinks([self._alert_store.alert_sink()])
         if self.step is not None:
             self.step.targets[:] = [v.target for v in self.views]
         self._show_note(f"timeframe: {timeframe}")
