@@ -280,3 +280,30 @@ def test_pure_scan_modules_import_no_ui_dask_or_sockets():
              "'distributed', 'dask', 'websockets', 'sqlite3') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_scan_tests_are_recorded_in_the_ledger_by_the_client(planted, tmp_path):
+    from quantlab.ledger import Ledger
+
+    u, d = planted
+    w = _windows(u, 2000, 1000)
+    syms = u.symbols[:6]
+    path = tmp_path / "ledger.sqlite"
+    res = scan(syms, archive=d, windows=w, workers=1, ledger=path)
+    assert res.ledger == {"ledger": str(path), "trials": 30, "new": 30}
+    with Ledger(path) as led:
+        frame = led.frame()
+        assert len(frame) == 30 and set(frame["kind"]) == {"scan"}
+        assert frame["sharpe"].isna().all()  # test trials: they count in m, not in N
+        t = res.table.set_index(["y", "x"])
+        a, b = u.planted[0]
+        rec = frame[(frame["y"] == a) & (frame["x"] == b)].iloc[0]
+        assert rec["pvalue"] == t.loc[(a, b), "coint_pvalue_yx"]
+        rev = frame[(frame["y"] == b) & (frame["x"] == a)].iloc[0]
+        assert rev["pvalue"] == t.loc[(a, b), "coint_pvalue_xy"]
+        assert rec["start_ms"] == w.formation[0] and rec["end_ms"] == w.formation[1]
+        assert led.latest(f"{a}/{b}", kind="scan") is not None
+    # the same scan on the same bars counts nothing new
+    again = scan(syms, archive=d, windows=w, workers=1, ledger=path)
+    assert again.ledger["new"] == 0 and again.ledger["trials"] == 30
+    pd.testing.assert_frame_equal(again.table, res.table)

@@ -36,14 +36,14 @@ def _kline_files(u, folder):
     return folder
 
 
-ARGS = ["--timeframe", "5m", "--formation", "2024-03-01/2024-03-02T08:00",
+ARGS = ["--no-ledger", "--timeframe", "5m", "--formation", "2024-03-01/2024-03-02T08:00",
         "--evaluation", "2024-03-02T08:00/2024-03-03", "--workers", "1", "--min-bars", "50"]
 
 
 def test_scan_archive_writes_table_and_summary(universe, tmp_path, capsys):
     arch = write_universe(tmp_path / "arch", universe.bars)
     out, summary = tmp_path / "scan.csv", tmp_path / "scan.json"
-    rc = main(["scan", "--archive", str(arch), "--symbols", ",".join(universe.symbols), *ARGS,
+    rc = main(["scan", "--archive", str(arch), "--symbols", ",".join(universe.symbols), *ARGS[1:],
                "--out", str(out), "--summary", str(summary), "--q", "0.05"])
     assert rc == 0
     printed = capsys.readouterr()
@@ -55,6 +55,8 @@ def test_scan_archive_writes_table_and_summary(universe, tmp_path, capsys):
     assert table["n_bars"].iloc[0] == 384 and table["eval_n_bars"].iloc[0] == 192
     meta = json.loads(summary.read_text())
     assert meta["pairs"] == 10 and meta["selected"] == 1 and meta["adjust"] == "by"
+    # every pair x ordering went into the default ledger, beside the archive
+    assert meta["ledger"] == {"ledger": str(tmp_path / "ledger.sqlite"), "trials": 20, "new": 20}
 
 
 def test_scan_files_are_materialised_into_an_archive(universe, tmp_path, capsys):

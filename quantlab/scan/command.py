@@ -4,11 +4,14 @@
 
     quantlab scan (--db PATH | --files FILE ... | --archive DIR) --symbols A,B,C \\
         --timeframe 5m --formation START/END --evaluation START/END \\
-        [--scheduler tcp://host:8786 | --workers N] --out FILE.csv [--summary FILE.json]
+        [--scheduler tcp://host:8786 | --workers N] --out FILE.csv [--summary FILE.json] \\
+        [--ledger PATH | --no-ledger]
 
 Writes the table (one row per pair, ``y < x`` in sorted order) to ``--out``
 (CSV, or .parquet), prints a progress bar on stderr (redrawn on a terminal,
-periodic lines otherwise) and a one-line summary on stdout.
+periodic lines otherwise) and a one-line summary on stdout. Every pair x
+ordering tested is recorded in the trial ledger (by this process, after the
+results are back) unless ``--no-ledger``.
 """
 from __future__ import annotations
 
@@ -67,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--db/--files: materialise the archive here (a path the workers can read) "
                         "instead of a temporary folder")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument("--ledger", metavar="PATH",
+                   help="trial ledger recording every pair x ordering tested (default: "
+                        "$QUANTLAB_LEDGER, else ledger.sqlite beside the store, archive or files)")
+    p.add_argument("--no-ledger", action="store_true", help="do not record the tests")
 
 
 def scan_cli(args: Any) -> int:
@@ -91,11 +98,17 @@ def scan_cli(args: Any) -> int:
         value = getattr(args, name)
         if value is not None and not Path(value).exists():
             raise ConfigError(name, value, "an existing path")
+    ledger = None
+    if not args.no_ledger:
+        from quantlab.ledger import default_ledger_path
+
+        ledger = args.ledger or default_ledger_path(db=args.db, files=args.files,
+                                                    archive=args.archive)
     res = scan(args.symbols, timeframe=args.timeframe, windows=windows, settings=settings,
                archive=args.archive, db=args.db, files=args.files, market=args.market,
                workers=args.workers, scheduler=args.scheduler,
                pairs_per_task=args.pairs_per_task, stage_dir=args.stage_dir,
-               progress=not args.no_progress)
+               progress=not args.no_progress, ledger=ledger)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
         res.table.to_parquet(out, index=False)

@@ -272,6 +272,8 @@ class PairBars:
     y_quote_volume: np.ndarray
     x_quote_volume: np.ndarray
     bar_seconds: float
+    #: open time of each row, ms UTC (None when the caller has no clock)
+    open_ms: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.y_close.size)

@@ -64,6 +64,7 @@ class ChunkTask:
     settings: ScanSettings
     pairs: tuple[tuple[str, str], ...]
     scan_id: str = ""
+    provenance: bool = False  # also return each pair's formation digest and range (ledger)
 
 
 def plan_chunks(symbols: Sequence[str], pairs_per_task: int = 200
@@ -100,6 +101,10 @@ def run_chunk(task: ChunkTask) -> list[dict[str, Any]]:
         form = pair_window(read(y, task.windows.formation), read(x, task.windows.formation))
         ev = pair_window(read(y, task.windows.evaluation), read(x, task.windows.evaluation))
         row = pair_figures(form, ev, task.settings)
+        if task.provenance and not row["error"].startswith("formation"):
+            from quantlab.scan.trials import formation_provenance
+
+            row.update(formation_provenance(form))
         rows.append({"y": y, "x": x, **row})
     return rows
 
@@ -165,6 +170,7 @@ class ScanResult:
     executor: str
     elapsed_s: float
     n_tasks: int
+    ledger: dict | None = None
 
     @property
     def selected(self) -> pd.DataFrame:
@@ -184,6 +190,7 @@ class ScanResult:
             **self.windows.iso(), "executor": self.executor, "tasks": self.n_tasks,
             "elapsed_s": round(self.elapsed_s, 3),
             "pairs_per_s": round(n / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+            "ledger": self.ledger,
         }
 
     def summary_line(self) -> str:
@@ -191,7 +198,9 @@ class ScanResult:
         return (f"scanned {s['pairs']} pairs ({s['tests']} Engle-Granger tests) in "
                 f"{s['elapsed_s']:.1f} s on {s['executor']} ({s['pairs_per_s']} pairs/s): "
                 f"{s['selected']} selected at q={s['q']} ({s['adjust'].upper()}), "
-                f"{s['illiquid']} illiquid, {s['errors']} with errors")
+                f"{s['illiquid']} illiquid, {s['errors']} with errors"
+                + (f"; {s['ledger']['trials']} tests in the ledger {s['ledger']['ledger']} "
+                   f"({s['ledger']['new']} new)" if s["ledger"] else ""))
 
 
 @contextlib.contextmanager
@@ -267,7 +276,7 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
          files: Sequence[str | os.PathLike] | None = None, market: str | None = None,
          workers: int | None = None, client: Any = None, scheduler: str | None = None,
          pairs_per_task: int = 200, stage_dir: str | os.PathLike | None = None,
-         progress: bool | Progress = False) -> ScanResult:
+         progress: bool | Progress = False, ledger: Any = None) -> ScanResult:
     """Scan every pair of ``symbols`` (all of the archive's when None).
 
     Parameters
@@ -287,6 +296,9 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
         to connect one (closed afterwards); overrides ``workers``.
     pairs_per_task : about this many pairs per task.
     progress : True for a progress bar on stderr, or a :class:`Progress`.
+    ledger : a :class:`quantlab.ledger.Ledger` or its path: record every pair x
+        ordering tested as a ``scan`` trial once the results are back
+        (:mod:`quantlab.scan.trials`; workers never write it). None: no record.
 
     Returns
     -------
@@ -301,6 +313,8 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
     if sum(v is not None for v in (archive, db, files)) != 1:
         raise ConfigError("source", {"archive": archive, "db": db, "files": files},
                           "exactly one of archive=, db=, files=")
+    origin = (str(archive) if archive is not None else str(db) if db is not None
+              else ",".join(str(f) for f in files))
     with contextlib.ExitStack() as stack:
         if archive is None:
             from quantlab.scan.source import materialise
@@ -315,7 +329,8 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
         syms = _universe(symbols, path, timeframe, market)
         chunks = plan_chunks(syms, pairs_per_task)
         scan_id = uuid.uuid4().hex
-        tasks = [ChunkTask(path, timeframe, market, windows, settings, c, scan_id) for c in chunks]
+        tasks = [ChunkTask(path, timeframe, market, windows, settings, c, scan_id,
+                           ledger is not None) for c in chunks]
         total = sum(len(c) for c in chunks)
         bar = progress if isinstance(progress, Progress) else Progress(total, enabled=bool(progress))
         bar.total = total
@@ -343,7 +358,9 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
         finally:
             bar.close()
         elapsed = time.perf_counter() - t0
+    rows.sort(key=lambda r: (r["y"], r["x"]))
     table = pd.DataFrame(rows)
+    provenance = [{k: r.get(k) for k in ("_data_hash", "_start_ms", "_end_ms")} for r in rows]
     for c in TABLE_COLUMNS:
         if c not in table:
             table[c] = np.nan
@@ -355,5 +372,13 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
         table[c] = table[c].astype("float64")
     table["illiquid"] = table["illiquid"].astype(bool)
     table.attrs.update(timeframe=timeframe, **windows.iso())
+    recorded = None
+    if ledger is not None:
+        from quantlab.scan.trials import record_scan, scan_trials
+
+        trials = scan_trials(table, provenance, timeframe=timeframe, market=market,
+                             settings=settings, source=origin)
+        recorded = record_scan(ledger, trials)
     return ScanResult(table=table, windows=windows, settings=settings, timeframe=timeframe,
-                      symbols=syms, executor=executor, elapsed_s=elapsed, n_tasks=len(tasks))
+                      symbols=syms, executor=executor, elapsed_s=elapsed, n_tasks=len(tasks),
+                      ledger=recorded)

@@ -35,6 +35,13 @@ class SymbolWindow:
     close: np.ndarray
     quote_volume: np.ndarray
     bar_seconds: float
+    first_open_ms: int = 0
+
+    @property
+    def open_ms(self) -> np.ndarray:
+        """Open time of every grid bar, ms UTC."""
+        step = int(round(self.bar_seconds * 1000))
+        return self.first_open_ms + step * np.arange(self.close.size, dtype=np.int64)
 
 
 #: Per-process cache budget of :func:`window_arrays` (MB); env ``QUANTLAB_SCAN_CACHE_MB``.
@@ -93,7 +100,7 @@ def _read_window(archive: str, symbol: str, timeframe: str, market: str | None,
         full[pos] = frame[col].to_numpy(dtype=np.float64)[keep]
         full.setflags(write=False)
         out[col] = full
-    return SymbolWindow(out["open"], out["close"], out["quote_volume"], tf / 1000.0)
+    return SymbolWindow(out["open"], out["close"], out["quote_volume"], tf / 1000.0, lo)
 
 
 def pair_window(y: SymbolWindow, x: SymbolWindow):
@@ -106,9 +113,9 @@ def pair_window(y: SymbolWindow, x: SymbolWindow):
               & np.isfinite(x.open) & (y.close > 0) & (x.close > 0) & (y.open > 0) & (x.open > 0))
     if ok.all():
         return PairBars(y.open, y.close, x.open, x.close, y.quote_volume, x.quote_volume,
-                        y.bar_seconds)
+                        y.bar_seconds, y.open_ms)
     return PairBars(y.open[ok], y.close[ok], x.open[ok], x.close[ok], y.quote_volume[ok],
-                    x.quote_volume[ok], y.bar_seconds)
+                    x.quote_volume[ok], y.bar_seconds, y.open_ms[ok])
 
 
 def archive_symbols(archive: str | os.PathLike, *, timeframe: str | None = None,
