@@ -20,15 +20,17 @@ INDEX_COLUMNS = (("pair", "pair"), ("verdict", "verdict"), ("coint_pvalue", "EG 
                  ("n_trades", "trades"), ("n_bars", "bars"), ("error", "error"))
 
 _SORT_JS = """<script>
-function qlSort(th) {
+function qlSort(th) {  // numbers numerically, text alphabetically, empty cells always last
   const table = th.closest('table'), idx = Array.from(th.parentNode.children).indexOf(th);
   const asc = th.dataset.dir !== 'asc'; th.dataset.dir = asc ? 'asc' : 'desc';
   const rows = Array.from(table.tBodies[0].rows);
   const key = r => { const c = r.cells[idx]; const v = c.dataset.v;
-    return v !== undefined && v !== '' ? parseFloat(v) : c.textContent.toLowerCase(); };
+    if (v !== undefined && v !== '') return parseFloat(v);
+    const t = c.textContent.trim().toLowerCase(); return t === '' ? null : t; };
   rows.sort((a, b) => { const x = key(a), y = key(b);
-    if (typeof x === 'number' && typeof y === 'number') return asc ? x - y : y - x;
-    return asc ? String(x).localeCompare(String(y)) : String(y).localeCompare(String(x)); });
+    if (x === null || y === null) return (x === null) - (y === null);
+    const d = (typeof x === 'number' && typeof y === 'number') ? x - y : String(x).localeCompare(String(y));
+    return asc ? d : -d; });
   rows.forEach(r => table.tBodies[0].appendChild(r));
 }
 </script>"""

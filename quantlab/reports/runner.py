@@ -283,13 +283,23 @@ def _safe_name(y: str, x: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{y}-{x}")
 
 
+#: Notebook parameters that ``quantlab report`` takes as its own flags.
+_FLAGS = {"symbol_y": "--y", "symbol_x": "--x", "timeframe": "--timeframe", "start": "--start",
+          "end": "--end", "market": "--market", "db_path": "--db", "archive": "--archive"}
+
+
 def _cli_args(values: Mapping[str, Any], out: Path, notebook: str | os.PathLike) -> list[str]:
+    """The ``quantlab report`` command line that runs these notebook parameters."""
     args = [sys.executable, "-m", "quantlab", "report", "--out", str(out), "--notebook", str(notebook)]
     for name, value in values.items():
-        if name == "summary_path":
+        if name == "summary_path" or value is None:
             continue
-        args += ["-p", name, json.dumps(value) if isinstance(value, (list, tuple, dict)) else
-                 ("none" if value is None else str(value))]
+        if name in _FLAGS:
+            args += [_FLAGS[name], str(value)]
+        elif name == "files":
+            args += ["--files", *[str(f) for f in value]]
+        else:
+            args += ["-p", name, json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)]
     return args
 
 
