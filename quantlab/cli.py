@@ -15,9 +15,14 @@ logger = logging.getLogger("quantlab")
 
 
 def _symbols(text: str) -> list[str]:
+    from quantlab.io import check_symbol
+
     out = [s.strip().upper() for s in text.split(",") if s.strip()]
     if not out:
         raise argparse.ArgumentTypeError("expected a comma-separated list such as BTCUSDT,ETHUSDT")
+    for sym in out:
+        if check_symbol(sym) is not None:
+            raise argparse.ArgumentTypeError(f"{check_symbol(sym)}; expected symbols such as BTCUSDT,ETHUSDT")
     return out
 
 
@@ -37,6 +42,25 @@ def _positive_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
+
+
+def _port(text: str) -> int:
+    """A TCP port for ``--port``: 0..65535 (0 lets the OS pick a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535 (0 picks a free one), got {text}")
+    return value
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), like every other bad input;
+    ``--help`` still shows the usage. Subcommand parsers inherit it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _add_data_source(p: argparse.ArgumentParser, *, archive: bool = True) -> None:
@@ -70,7 +94,7 @@ def _add_pair_source(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantlab", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="quantlab", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -89,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay speed factor for recorded data (0 = as fast as possible)")
     p.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     p.add_argument("--fault", dest="faults", action="append", default=[], metavar="KEY=VALUE",
                    help="fault injection, repeatable, e.g. drop_after_messages=500 "
                         "(see quantlab.replay.Faults)")
@@ -192,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="offline tour: replay server + JupyterLab on the live monitor")
     p.add_argument("--db", default="data/demo.db", help="tick store the monitor's ingester writes")
     p.add_argument("--rate", type=_positive_float, default=50.0, help="synthetic trades per second")
-    p.add_argument("--port", type=int, default=8888, help="JupyterLab port")
+    p.add_argument("--port", type=_port, default=8888, help="JupyterLab port")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.add_argument("--terminal", action="store_true",
                    help="no JupyterLab: ingest the replay into --db and print live stats")
@@ -202,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lab", help="JupyterLab on the live monitor, live Binance as the source")
     p.add_argument("--db", default="data/live.db", help="tick store the monitor's ingester writes")
-    p.add_argument("--port", type=int, default=8888, help="JupyterLab port")
+    p.add_argument("--port", type=_port, default=8888, help="JupyterLab port")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.set_defaults(func=_cmd_lab)
 
@@ -254,7 +278,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from quantlab import ingest
+    from quantlab.store import TickStore
 
+    TickStore(args.db).close()  # a foreign or damaged --db: one line now, not a writer-thread error
     return ingest.run_cli(args)
 
 
@@ -327,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+    except OSError as exc:  # e.g. an --out folder without write permission: one line, no traceback
+        if args.verbose:
+            raise
+        print(f"quantlab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,9 @@ class NotATrade(QuantlabError):
         super().__init__(f"not a trade: {reason}; frame={shown!r}")
 
 
+_MAX_REASON = 600  # characters of a DataFileError reason (head and tail are kept)
+
+
 class DataFileError(QuantlabError, ValueError):
     """A data file is malformed. Names the file, line (1-based) and column."""
 
@@ -49,6 +52,8 @@ class DataFileError(QuantlabError, ValueError):
         self.path = str(path)
         self.line = line
         self.column = column
+        if len(reason) > _MAX_REASON:  # a huge bad value must not become a huge message
+            reason = f"{reason[:_MAX_REASON // 2]} ... {reason[-_MAX_REASON // 3:]}"
         self.reason = reason
         where = self.path
         if line is not None:
@@ -82,3 +87,14 @@ class UnknownSymbol(QuantlabError, LookupError):
 class FatalFeedError(QuantlabError):
     """A feed error that retrying cannot fix (HTTP 451 restricted location,
     418 IP ban still in force)."""
+
+
+class UnsafeOverwrite(QuantlabError):
+    """A command would delete or overwrite a file it did not create (``quantlab
+    demo --db research.db``). ``path`` names the file, ``advice`` what to do."""
+
+    def __init__(self, path: object, reason: str, advice: str):
+        self.path = str(path)
+        self.reason = reason
+        self.advice = advice
+        super().__init__(f"{self.path}: {reason}; {advice}")

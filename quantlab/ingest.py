@@ -846,18 +846,36 @@ def fast_parse_trade(raw: bytes | str, market: str, recv_ms: int) -> Trade | Non
 # =============================================================================
 # REST (blocking; always called off the socket loop)
 # =============================================================================
+#: Largest REST body read (bytes). A full Binance page (1,000 trades) is ~150 KB;
+#: anything near this is not a trade page, and reading it whole could exhaust memory
+#: (issue 13: 200 MB bodies drove the ingester to 2.1 GB).
+REST_MAX_BODY_BYTES = 16 << 20
+_REST_ERROR_BODY_BYTES = 64 << 10  # of an HTTP error body: enough for Binance's {"code","msg"}
+
+
 def _http_get_json(url: str, timeout_s: float) -> Any:
-    """GET ``url`` and parse JSON. Raises :class:`RestError` on any failure."""
+    """GET ``url`` and parse JSON. Raises :class:`RestError` on any failure,
+    including a body over :data:`REST_MAX_BODY_BYTES` (never read whole)."""
     req = urllib.request.Request(url, headers={"Accept": "application/json",
                                                "User-Agent": "quantlab-ingest"})
+    cap = REST_MAX_BODY_BYTES
+    too_big = f"response body larger than {cap / 2**20:g} MiB (REST_MAX_BODY_BYTES); not a Binance page"
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            body = resp.read()
+            declared = resp.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > cap:
+                raise RestError(200, url, f"{too_big} (Content-Length {int(declared):,})")
+            body = resp.read(cap + 1)  # chunked or undeclared: at most cap + 1 bytes held
+            if len(body) > cap:
+                body = b""  # freed before the error travels (and is retried)
+                raise RestError(200, url, too_big)
+    except RestError:
+        raise
     except urllib.error.HTTPError as exc:
         retry_after = _parse_retry_after(exc.headers.get("Retry-After")) if exc.headers else None
         detail = exc.reason
         try:
-            payload = _loads(exc.read() or b"{}")
+            payload = _loads(exc.read(_REST_ERROR_BODY_BYTES) or b"{}")
             if isinstance(payload, dict) and "msg" in payload:
                 detail = f"{exc.reason}: {payload['msg']}"
         except Exception:  # body is not JSON: keep the HTTP reason
@@ -868,8 +886,9 @@ def _http_get_json(url: str, timeout_s: float) -> Any:
         raise RestError(0, url, str(reason)) from exc
     try:
         return _loads(body)
-    except Exception as exc:
-        raise RestError(200, url, f"response is not JSON: {body[:100]!r}") from exc
+    except Exception:
+        head, body = body[:100], b""
+        raise RestError(200, url, f"response is not JSON: {head!r}") from None
 
 
 def _run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
@@ -2251,7 +2270,11 @@ class Ingester:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.exception("backfill of %s failed", group)
+                if isinstance(exc, RestError):  # expected (exhausted retries): one line
+                    logger.error("backfill of %s ids %d..%d failed: %s", gap.symbol, gap.first_id,
+                                 group[-1].last_id, exc)
+                else:
+                    logger.exception("backfill of %s failed", group)
                 self._set_error(f"backfill of {gap.symbol} ids {gap.first_id}..{group[-1].last_id} "
                                 f"failed: {_describe(exc)}; left open for the next start")
                 for g in group:
@@ -2325,8 +2348,11 @@ class Ingester:
                     if attempt > s.rest_max_attempts * 3:
                         raise
                     continue
-                if 400 <= exc.status < 500 or attempt >= s.rest_max_attempts:
+                if 400 <= exc.status < 500:
                     raise
+                if attempt >= s.rest_max_attempts:  # one line saying it gave up, not a traceback
+                    raise RestError(exc.status, exc.url, f"{exc.reason}; gave up after {attempt} "
+                                    "attempts", exc.retry_after_s) from None
                 delay = policy.next_delay(attempt - 1, self._rng)
                 self._set_error(f"REST {endpoint} failed: {exc.reason}; retrying in {_fmt_s(delay)}")
                 await asyncio.sleep(delay)

@@ -57,16 +57,18 @@ Examples
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import gzip
 import io as _io
 import logging
 import os
 import re
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import BinaryIO, Iterator, Sequence, Union
+from typing import BinaryIO, Callable, Iterator, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -113,6 +115,16 @@ _S_MS_LIMIT = 10**11    # user files only: < this is seconds (1e11 s is the year
 
 _DATA_SUFFIXES = (".csv", ".gz", ".zip", ".ndjson", ".jsonl", ".json", ".txt")
 _SNIFF_BYTES = 1 << 13  # enough for any first CSV/NDJSON line and a capture prefix
+_MAX_LINE_CHARS = 1 << 16  # a CSV row of a data file longer than this is damage, not data
+# Plausible values, checked on every loaded row (issue 13: 1e308 merged into a real bar,
+# seconds stored as 1970). Trade times before 2010 predate every crypto exchange; no file
+# holds times after 2100. A price or quantity of 1e15 or more is damage (BTC in IDR is
+# ~1e9; price * qty then stays far from float overflow in the bar sums).
+_MIN_TRADE_MS = 1_262_304_000_000  # 2010-01-01T00:00Z
+_MAX_FILE_MS = 4_102_444_800_000   # 2100-01-01T00:00Z
+_MAX_VALUE = 1e15
+#: Binance symbols: ASCII upper-case letters and digits (``BTCUSDT``, ``1000SHIBUSDT``).
+SYMBOL_RE = re.compile(r"[A-Z0-9]{1,32}")
 
 
 # --------------------------------------------------------------------------------------
@@ -135,6 +147,8 @@ class LoadedFile:
     is_bars : true for ``klines`` and ``ohlc``.
     symbols : every symbol in the frame, sorted.
     sources : the file names that were read.
+    notes : what was noticed but not refused, one sentence each, e.g.
+        ``"2 rows with price or quantity <= 0 (2 skipped; the first at line 7)"``.
     """
 
     format: str
@@ -144,6 +158,7 @@ class LoadedFile:
     is_bars: bool
     symbols: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
 
     def __repr__(self) -> str:
         return (f"LoadedFile(format={self.format!r}, symbol={self.symbol!r}, market={self.market!r}, "
@@ -169,10 +184,7 @@ class _Source:
     @classmethod
     def from_path(cls, path: PathLike) -> "_Source":
         p = Path(path)
-        if not p.exists():
-            raise DataFileError(p, "no such file; check the path")
-        if p.is_dir():
-            raise DataFileError(p, "is a folder; pass a file (load_klines and load_files also take folders)")
+        check_regular_file(p)
         return cls(str(p), path=p)
 
     @property
@@ -263,6 +275,33 @@ class _Source:
         return self._head
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(path: PathLike) -> Path:
+    """``path`` if it is a regular file (symlinks followed), else a
+    :class:`~quantlab.errors.DataFileError` saying what it is.
+
+    Decided with :func:`os.stat` before anything opens the path: opening a FIFO
+    for reading blocks until a writer appears, and ``/dev/zero`` never ends.
+    """
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise DataFileError(p, "no such file; check the path") from None
+    except OSError as exc:
+        raise DataFileError(p, f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise DataFileError(p, "is a folder; pass a file (load_klines and load_files also take folders)")
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise DataFileError(p, f"is {what}, not a regular file; quantlab reads regular files only "
+                               "(it would wait forever on it): save the data to a file and pass that")
+    return p
+
+
 def _as_source(path: PathLike | _Source) -> _Source:
     return path if isinstance(path, _Source) else _Source.from_path(path)
 
@@ -298,15 +337,53 @@ def _looks_like_iso(text: str) -> bool:
 
 
 def _first_line(src: _Source) -> str:
+    """The first non-blank line, refusing what the CSV readers choke on: a bare
+    carriage return (CR without LF) and a line longer than the sniffed head."""
     head = src.head()
-    for raw in head.split(b"\n"):
-        if raw.strip():
-            return raw.decode("utf-8-sig", "replace").strip()
+    pieces = head.split(b"\n")
+    for lineno, raw in enumerate(pieces, start=1):
+        if not raw.strip():
+            continue
+        if lineno == len(pieces) and len(head) >= _SNIFF_BYTES:
+            raise DataFileError(src.name, f"line is longer than {_SNIFF_BYTES // 1024} KiB (no line break in "
+                                          f"its first {_SNIFF_BYTES} bytes); a CSV, NDJSON or capture line is "
+                                          "far shorter: the file is damaged or not a data file", line=lineno)
+        _check_bare_cr(src, raw, lineno)
+        return raw.decode("utf-8-sig", "replace").strip()
     raise DataFileError(src.name, "file is empty; expected a CSV, NDJSON or capture file")
+
+
+def _check_bare_cr(src: _Source, raw: bytes, lineno: int) -> None:
+    if b"\r" in raw.rstrip(b"\r"):
+        raise DataFileError(src.name, "line ends in a bare carriage return (CR without LF: classic Mac "
+                                      "line endings); save the file with LF or CRLF line endings, e.g. "
+                                      "tr '\\r' '\\n' < old.csv > new.csv", line=lineno)
+
+
+def _csv_fields(src: _Source, line: str, lineno: int) -> list[str]:
+    """One CSV line -> fields; :class:`csv.Error` (NUL byte, field over the size
+    limit, newline in an unquoted field) becomes a located DataFileError."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error as exc:
+        raise DataFileError(src.name, f"not a CSV line ({exc}); fix or remove the line",
+                            line=lineno) from None
 
 
 def _sniff(src: _Source) -> _Sniff:
     """Decide the format from the first non-blank line (BINANCE.md: "Sniff the first line")."""
+    try:
+        sniff = _sniff_content(src)
+    except DataFileError as exc:
+        if exc.line == 1 and "cannot recognise the first line" in exc.reason:
+            _check_named_kind(src, _Sniff("unknown", False, (), None), _first_line(src))
+        raise
+    if sniff.format != "capture":
+        _check_named_kind(src, sniff, _first_line(src))
+    return sniff
+
+
+def _sniff_content(src: _Source) -> _Sniff:
     head = src.head()
     stripped = head.lstrip(b"\xef\xbb\xbf")
     if _CAPTURE_LINE.match(stripped):
@@ -314,7 +391,7 @@ def _sniff(src: _Source) -> _Sniff:
     line = _first_line(src)
     if line.startswith("{"):
         return _Sniff("ndjson", False, (), None)
-    fields = [f.strip() for f in next(csv.reader([line]))]
+    fields = [f.strip() for f in _csv_fields(src, line, 1)]
     names = [f.lower() for f in fields]
     n = len(fields)
     header = not (_is_number(fields[0]) or _looks_like_iso(fields[0]))
@@ -323,8 +400,10 @@ def _sniff(src: _Source) -> _Sniff:
         if names[0] == "open_time" and "close_time" in names:
             return _Sniff("klines", True, KLINE_COLUMNS[:n], "usdm")
         if names[0] in ("agg_trade_id", "a") or "first_trade_id" in names:
+            _check_archive_header(src, names, AGG_SPOT_COLUMNS, "aggTrades")
             return _Sniff("aggTrades", True, AGG_SPOT_COLUMNS[:n], "spot" if n == 8 else "usdm")
-        if names[0] == "id" and "quote_qty" in names:
+        if names[0] == "id" and ("quote_qty" in names or "price" in names):
+            _check_archive_header(src, names, TRADES_SPOT_COLUMNS, "trades")
             return _Sniff("trades", True, TRADES_SPOT_COLUMNS[:n], "spot" if n == 7 else "usdm")
         if names[0] in _OHLC_TIME_NAMES and {"open", "high", "low", "close"} & set(names):
             # Missing OHLC columns are reported by the OHLC reader, naming the column.
@@ -347,6 +426,41 @@ def _sniff(src: _Source) -> _Sniff:
     raise DataFileError(src.name, f"cannot recognise the first line {line[:120]!r} ({n} fields); expected a "
                                   "data.binance.vision trades/aggTrades/klines file, a timestamp,open,high,low,"
                                   "close[,volume] CSV, collector NDJSON or a WebSocket capture", line=1)
+
+
+def _check_archive_header(src: _Source, names: list[str], full: tuple[str, ...], fmt: str) -> None:
+    """A trades/aggTrades header must be Binance's (USD-M: without the last column):
+    columns are read by position, so a missing one would shift every other."""
+    if names[0] == "a":  # short field names (a,p,q,f,l,T,m[,M]): positions as Binance's
+        if len(names) not in (len(full) - 1, len(full)):
+            raise DataFileError(src.name, f"{len(names)} columns in the header; {fmt} files have "
+                                          f"{len(full) - 1} (USD-M) or {len(full)} (spot)", line=1)
+        return
+    if tuple(names) in (full, full[:-1]):
+        return
+    missing = [c for c in full[:-1] if c not in names]
+    layout = f"{','.join(full[:-1])} (USD-M; spot adds {full[-1]})"
+    if missing:
+        raise DataFileError(src.name, f"missing column {missing[0]!r} in the header; data.binance.vision {fmt} "
+                                      f"files have {layout}", line=1, column=missing[0])
+    raise DataFileError(src.name, f"header {','.join(names)[:120]!r} is not in Binance's column order; "
+                                  f"{fmt} files have {layout}", line=1)
+
+
+def _check_named_kind(src: _Source, sniff: "_Sniff", line: str) -> None:
+    """A file named like a data.binance.vision trades/aggTrades archive whose first
+    line is something else has lost a column (or is misnamed): say so instead of
+    reading it as another format."""
+    m = _NAME_RE.match(src.basename)
+    kind = m.group("kind") if m else None
+    if kind not in ("trades", "aggTrades") or sniff.format == kind:
+        return
+    full = TRADES_SPOT_COLUMNS if kind == "trades" else AGG_SPOT_COLUMNS
+    n = line.count(",") + 1
+    raise DataFileError(src.name, f"the name says {kind} but the first line has {n} fields "
+                                  f"({line[:80]!r}); data.binance.vision {kind} rows have {len(full)} (spot: "
+                                  f"{','.join(full)}) or {len(full) - 1} (USD-M): a column is missing, or "
+                                  "rename the file", line=1)
 
 
 _NAME_RE = re.compile(
@@ -585,11 +699,20 @@ def _raise_located(src: _Source, columns: Sequence[str], types: dict[str, str], 
                    exc: BaseException | None) -> None:
     """Find the first bad line of ``src`` and raise a DataFileError naming line and column."""
     text = src.read_all().decode("utf-8-sig", "replace")
-    lines = text.splitlines()
+    # Split on LF only (str.splitlines also splits on CR, VT, FF, U+2028 ... and would
+    # misnumber the lines); a CR left inside a line is a bare CR.
+    lines = text.split("\n")
     for lineno, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
         if lineno == 1 and skip_header or not line.strip():
             continue
-        fields = next(csv.reader([line]))
+        if len(line) > _MAX_LINE_CHARS:
+            raise DataFileError(src.name, f"line is {len(line) / 2**20:.1f} MB long; a {','.join(columns[:3])},"
+                                          "... row is under 300 bytes: the file is damaged (remove the line)",
+                                line=lineno) from None
+        if "\r" in line:
+            _check_bare_cr(src, line.encode(), lineno)
+        fields = _csv_fields(src, line, lineno)
         if len(fields) != len(columns):
             raise DataFileError(src.name, f"expected {len(columns)} fields ({','.join(columns)}), got "
                                           f"{len(fields)}; the file is cut or mixes formats", line=lineno) from exc
@@ -597,7 +720,7 @@ def _raise_located(src: _Source, columns: Sequence[str], types: dict[str, str], 
             value = fields[columns.index(name)].strip()
             if not _valid(value, typ):
                 what = {"int64": "an integer", "float64": "a number", "bool": "true or false"}[typ]
-                raise DataFileError(src.name, f"{value!r} is not {what}", line=lineno, column=name) from exc
+                raise DataFileError(src.name, f"{_shown(value)} is not {what}", line=lineno, column=name) from exc
     raise DataFileError(src.name, f"cannot parse as CSV: {exc}") from exc
 
 
@@ -612,16 +735,157 @@ def _valid(value: str, typ: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# Value checks shared by every loader (one rule, one place)
+# --------------------------------------------------------------------------------------
+def _iso_ms(ms: int) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "beyond the year 9999"
+
+
+def _time_problem(ms: int, min_ms: int) -> str | None:
+    """Why ``ms`` (milliseconds since the epoch) is not a plausible time, or None."""
+    if min_ms <= ms < _MAX_FILE_MS:
+        return None
+    if ms < 0:
+        return f"time {ms} is negative; expected milliseconds since 1970-01-01 UTC"
+    if ms < min_ms:
+        if min_ms <= ms * 1000 < _MAX_FILE_MS:
+            return (f"time {ms} would be {_iso_ms(ms)}: it looks like seconds, and times here are "
+                    "milliseconds since the epoch (multiply by 1000)")
+        return (f"time {ms} is {_iso_ms(ms)}, before {_iso_ms(min_ms)[:4]}: not a trade time; "
+                "times are milliseconds since the epoch")
+    return (f"time {ms} is {_iso_ms(ms)}, after 2100: not a real time; times are milliseconds "
+            "(or microseconds) since the epoch")
+
+
+def check_symbol(symbol: object) -> str | None:
+    """None when ``symbol`` is a valid Binance symbol, else why not (for a message).
+
+    >>> check_symbol("BTCUSDT") is None
+    True
+    >>> check_symbol("\u0412\u0422\u0421USDT")  # Cyrillic look-alikes
+    "'ВТСUSDT' is not ASCII upper-case letters and digits (it holds 'В' U+0412, a look-alike of a Latin letter)"
+    """
+    if isinstance(symbol, str) and SYMBOL_RE.fullmatch(symbol):
+        return None
+    text = f"{symbol!r} is not ASCII upper-case letters and digits"
+    if isinstance(symbol, str):
+        odd = next((ch for ch in symbol if not ("A" <= ch <= "Z" or "0" <= ch <= "9")), None)
+        if odd is not None and not odd.isascii():
+            text += f" (it holds {odd!r} U+{ord(odd):04X}, a look-alike of a Latin letter)"
+        elif odd is None:
+            text += " (1 to 32 of them)"
+    return text
+
+
+def _archive_line_of(src: _Source, header: bool) -> Callable[[int], int | None]:
+    """Row index (0-based, pyarrow order: blank lines skipped) -> physical line number."""
+    cache: dict[str, object] = {}
+
+    def line_of(row: int) -> int | None:
+        if "data" not in cache:
+            data = src.read_all().lstrip(b"\xef\xbb\xbf")
+            cache["data"] = data
+            cache["dense"] = not (data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data)
+        if cache["dense"]:
+            return row + 1 + int(header)
+        seen = -1 - int(header)
+        for lineno, line in enumerate(cache["data"].split(b"\n"), start=1):  # type: ignore[union-attr]
+            if line.strip(b"\r"):
+                seen += 1
+                if seen == row:
+                    return lineno
+        return None
+
+    return line_of
+
+
+def _check_ticks(src: _Source, frame: pd.DataFrame, line_of: Callable[[int], int | None],
+                 columns: tuple[str, str, str], symbol_column: str | None = None
+                 ) -> tuple[pd.DataFrame, str | None]:
+    """Refuse implausible rows of a tick frame still in file order; drop (or, for USD-M
+    ``trade`` rows, keep as ``NA`` prints) rows with price or quantity <= 0.
+
+    ``columns`` are the file's names of (price, quantity, time). Returns the frame and a
+    note counting the rows with price or quantity <= 0 (None when there are none).
+
+    Raises
+    ------
+    DataFileError
+        Naming the line and column of the first time outside [2010, 2100) (seconds,
+        negative, year 3000), the first price or quantity that is not finite or >= 1e15,
+        a symbol that is not ASCII upper-case letters and digits, or a file whose every
+        row has price or quantity <= 0.
+    """
+    n = len(frame)
+    if n == 0:
+        return frame, None
+    price_col, qty_col, time_col = columns
+    if symbol_column is not None:
+        for sym in pd.unique(frame["symbol"]):
+            problem = check_symbol(sym)
+            if problem is not None:
+                i = int(np.argmax((frame["symbol"] == sym).to_numpy()))
+                raise DataFileError(src.name, f"symbol {problem}; Binance symbols look like BTCUSDT",
+                                    line=line_of(i), column=symbol_column)
+    t = frame["time_ms"].to_numpy(np.int64)
+    bad = (t < _MIN_TRADE_MS) | (t >= _MAX_FILE_MS)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataFileError(src.name, _time_problem(int(t[i]), _MIN_TRADE_MS) or "bad time",
+                            line=line_of(i), column=time_col)
+    p = frame["price"].to_numpy(np.float64)
+    q = frame["qty"].to_numpy(np.float64)
+    for col, a, what in ((price_col, p, "price (quote currency per unit)"), (qty_col, q, "quantity")):
+        bad = ~(np.abs(a) < _MAX_VALUE)  # NaN and inf included
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataFileError(src.name, f"{float(a[i])!r} is not a plausible {what}: it must be a finite "
+                                          f"number below 1e15; fix or remove the row", line=line_of(i),
+                                column=col)
+    nonpos = (p <= 0) | (q <= 0)
+    k = int(nonpos.sum())
+    if k == 0:
+        return frame, None
+    i = int(np.argmax(nonpos))
+    col = price_col if p[i] <= 0 else qty_col
+    where = f"line {line_of(i)}" if line_of(i) is not None else f"row {i + 1}"
+    if k == n:
+        raise DataFileError(src.name, f"all {n} rows have price or quantity <= 0 (the first at {where}, "
+                                      f"column {col!r}); that is not a file of trades: check the columns",
+                            line=line_of(i), column=col)
+    usdm_na = frame["market"].to_numpy(object) == "usdm"
+    usdm_na &= frame["kind"].to_numpy(object) == "trade"
+    keep = nonpos & usdm_na
+    dropped = nonpos & ~usdm_na
+    parts = []
+    if dropped.any():
+        frame = frame[~dropped]
+        parts.append(f"{int(dropped.sum())} skipped")
+    if keep.any():
+        parts.append(f"{int(keep.sum())} kept as USD-M NA prints (never in bars)")
+    note = f"{k} rows with price or quantity <= 0 ({', '.join(parts)}; the first at {where})"
+    logger.info("%s: %s", src.name, note)
+    return frame, note
+
+
+# --------------------------------------------------------------------------------------
 # data.binance.vision trades and aggTrades
 # --------------------------------------------------------------------------------------
-def _load_archive_ticks(src: _Source, sniff: _Sniff, symbol: str | None, market: str | None) -> tuple[pd.DataFrame, str, str]:
+def _load_archive_ticks(src: _Source, sniff: _Sniff, symbol: str | None,
+                        market: str | None) -> tuple[pd.DataFrame, str, str, str | None]:
     named_symbol, named_market = _name_info(src)
     market = _resolve_market(src, sniff.market, market, named_market, sniff.format)
     symbol = (symbol or named_symbol)
     if symbol is None:
         raise _need_symbol(src, sniff.format)
     symbol = symbol.upper()
+    if check_symbol(symbol) is not None:
+        raise DataFileError(src.name, f"symbol {check_symbol(symbol)}; pass symbol='BTCUSDT' or rename the file")
     cols = sniff.columns
+    rows: np.ndarray | None = None  # file row of each frame row, when rows were dropped
     with src.open() as fh:
         if sniff.format == "trades":
             t = _read_csv_table(src, fh, cols, {"id": _INT, "price": _FLOAT, "qty": _FLOAT, "time": _INT,
@@ -640,12 +904,16 @@ def _load_archive_ticks(src: _Source, sniff: _Sniff, symbol: str | None, market:
             if bad.any():
                 logger.info("%s: dropped %d invalid aggTrades rows (p=0,q=0,f=-1,l=-1)", src.name, int(bad.sum()))
                 t = {k: v[~bad] for k, v in t.items()}
+                rows = np.flatnonzero(~bad)
             # aggTrades carry no X; like the live path (binance.parse_trade) trade_type is None.
             frame = _tick_frame(market=market, symbol=symbol, kind="aggTrade", trade_id=t["agg_trade_id"],
                                 time_ms=_epoch_to_ms(t["transact_time"]), price=t["price"], qty=t["quantity"],
                                 is_buyer_maker=t["is_buyer_maker"], first=t["first_trade_id"],
                                 last=t["last_trade_id"])
-    return _finish_ticks(frame, single=True), symbol, market
+    file_line = _archive_line_of(src, sniff.header)
+    names = ("price", "qty", "time") if sniff.format == "trades" else ("price", "quantity", "transact_time")
+    frame, note = _check_ticks(src, frame, lambda i: file_line(int(rows[i]) if rows is not None else i), names)
+    return _finish_ticks(frame, single=True), symbol, market, note
 
 
 # --------------------------------------------------------------------------------------
@@ -731,16 +999,24 @@ def _content_market(data: dict) -> str | None:
     return "usdm"
 
 
-def _capture_ticks(src: _Source, market: str | None, symbol: str | None) -> tuple[pd.DataFrame, str | None]:
+def _capture_ticks(src: _Source, market: str | None, symbol: str | None,
+                   with_note: bool = False) -> tuple:
     market = _check_market_arg(market)
     _, named_market = _name_info(src)
     want = market or named_market
     trades = []
+    linenos: list[int] = []
     seen_market: str | None = None
     pending: tuple[int, str] | None = None  # an unparsable line; fatal unless it is the last one
     for lineno, ns, raw in _capture_lines(src):
         if pending is not None:
-            raise DataFileError(src.name, f"not valid JSON: {pending[1]}", line=pending[0])
+            raise DataFileError(src.name, f"not valid JSON: {pending[1]}; the capture is damaged at this "
+                                          "line: remove it (or keep the lines before it)", line=pending[0])
+        if not raw.rstrip().endswith((b"}", b"]")):
+            # A frame is one JSON object (or array): a line that does not end like one was cut
+            # short. Checked on every line, not only trades: a cut depth line is lost data too.
+            pending = (lineno, f"the line is cut short (it ends in {raw[-20:].decode('utf-8', 'replace')!r})")
+            continue
         # Cheap prefilter: depth and bookTicker lines (most of a capture) are never parsed.
         if b'"e":"trade"' not in raw and b'"e":"aggTrade"' not in raw:
             continue
@@ -761,12 +1037,15 @@ def _capture_ticks(src: _Source, market: str | None, symbol: str | None) -> tupl
             trades.append(parse_trade(data, want or m, recv_ms=ns // 1_000_000))
         except NotATrade as exc:
             raise DataFileError(src.name, f"bad trade message: {exc.reason}", line=lineno) from exc
+        linenos.append(lineno)
     if pending is not None:  # a cut last line is what a killed recorder leaves: warn, keep the rest
         logger.warning("%s: skipped the unparsable last line %d (%s)", src.name, pending[0], pending[1])
     frame = schema.trades_to_frame(trades)
+    frame, note = _check_ticks(src, frame, lambda i: linenos[i], ("p", "q", "T"), symbol_column="s")
     if symbol is not None:
         frame = _filter_symbol(src, frame, symbol)
-    return _finish_ticks(frame), (want or seen_market)
+    mkt = want or seen_market
+    return (_finish_ticks(frame), mkt, note) if with_note else (_finish_ticks(frame), mkt)
 
 
 def _filter_symbol(src: _Source, frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
@@ -816,6 +1095,12 @@ def load_capture_trades(path: PathLike | Sequence[PathLike], *, market: str | No
 # --------------------------------------------------------------------------------------
 # Collector NDJSON
 # --------------------------------------------------------------------------------------
+def _shown(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value)):,} characters)"
+
+
 def _parse_times(values: pd.Series, src: _Source, linenos: np.ndarray, column: str) -> np.ndarray:
     """ISO-8601 (naive = UTC) or epoch s/ms/µs/ns per value -> int64 ms. Raises at the first bad one."""
     s = values.astype(object)
@@ -835,7 +1120,7 @@ def _parse_times(values: pd.Series, src: _Source, linenos: np.ndarray, column: s
         if bad.any():
             i = int(np.flatnonzero(~is_num)[np.argmax(bad)])
             raw = values.iloc[i]
-            what = "empty" if raw is None or (isinstance(raw, str) and not raw.strip()) else f"{raw!r} is"
+            what = "empty" if raw is None or (isinstance(raw, str) and not raw.strip()) else f"{_shown(raw)} is"
             raise DataFileError(src.name, f"{what} not an ISO-8601 time (2024-08-08T23:54:15Z) or an epoch "
                                           "number in s/ms", line=int(linenos[i]), column=column)
         out[~is_num] = iso.dt.as_unit("ns").astype(np.int64).to_numpy() // 1_000_000
@@ -855,12 +1140,12 @@ def _parse_numbers(values: pd.Series, src: _Source, linenos: np.ndarray, column:
         elif isinstance(raw, str) and raw.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
             reason = f"{raw!r} is not allowed (NaN or infinite); put a finite number or remove the row"
         else:
-            reason = f"{raw!r} is not a number; fix the value or remove the row"
+            reason = f"{_shown(raw)} is not a number; fix the value or remove the row"
         raise DataFileError(src.name, reason, line=int(linenos[i]), column=column)
     return num
 
 
-def _ndjson_ticks(src: _Source, market: str | None, symbol: str | None) -> tuple[pd.DataFrame, str]:
+def _ndjson_ticks(src: _Source, market: str | None, symbol: str | None) -> tuple[pd.DataFrame, str, str | None]:
     market = _check_market_arg(market)
     _, named_market = _name_info(src)
     market = market or named_market
@@ -884,16 +1169,17 @@ def _ndjson_ticks(src: _Source, market: str | None, symbol: str | None) -> tuple
                     raise DataFileError(src.name, f"missing; each line needs symbol, ts, price and size",
                                         line=lineno, column=key)
             sym = obj["symbol"]
-            if not isinstance(sym, str) or not sym.strip().isalnum():
-                raise DataFileError(src.name, f"{sym!r} is not a symbol such as 'BTCUSDT'", line=lineno,
-                                    column="symbol")
+            problem = check_symbol(sym.strip().upper() if isinstance(sym, str) else sym)
+            if problem is not None:
+                raise DataFileError(src.name, f"{sym!r} is not a symbol such as 'BTCUSDT' ({problem})",
+                                    line=lineno, column="symbol")
             syms.append(sym.strip().upper())
             ts.append(obj["ts"])
             price.append(obj["price"])
             size.append(obj["size"])
             linenos.append(lineno)
     if not syms:
-        return schema.empty_ticks(), market
+        return schema.empty_ticks(), market, None
     lines = np.asarray(linenos, np.int64)
     t_ms = _parse_times(pd.Series(ts, dtype=object), src, lines, "ts")
     p = _parse_numbers(pd.Series(price, dtype=object), src, lines, "price")
@@ -903,9 +1189,10 @@ def _ndjson_ticks(src: _Source, market: str | None, symbol: str | None) -> tuple
                         time_ms=t_ms, price=p, qty=q, is_buyer_maker=np.zeros(len(p), bool),
                         trade_type=_usdm_trade_type(p, q) if market == "usdm" else None)
     frame["_line"] = lines
+    frame, note = _check_ticks(src, frame, lambda i: int(lines[i]), ("price", "size", "ts"))
     if symbol is not None:
         frame = _filter_symbol(src, frame, symbol)
-    return _number_ndjson(frame), market
+    return _number_ndjson(frame), market, note
 
 
 def _number_ndjson(frame: pd.DataFrame) -> pd.DataFrame:
@@ -1025,12 +1312,13 @@ def load_klines(path: PathLike | Sequence[PathLike], *, symbol: str | None = Non
     if want is None and len(seen) > 1:
         raise DataFileError(sources[0].name, f"files of several symbols ({', '.join(sorted(seen))}); pass symbol= "
                                              "or use load_files() which groups by symbol")
-    chunks = []
+    chunks, headers = [], []
     for src in sources:
-        body, nfields, _ = _kline_body(src)
+        body, nfields, header = _kline_body(src)
         if nfields == 11:  # a file without the trailing 'ignore' column: pad it so all rows align
             body = body.replace(b"\n", b",0\n")
         chunks.append(body)
+        headers.append(header)
     if not any(chunks):
         return schema.empty_bars()
     blob = b"".join(chunks)
@@ -1043,7 +1331,43 @@ def load_klines(path: PathLike | Sequence[PathLike], *, symbol: str | None = Non
             _read_csv_table(src, src.read_all().lstrip(b"\xef\xbb\xbf"), KLINE_COLUMNS[:nfields],
                             _KLINE_TYPES, header)
         raise
+    _check_klines(t, sources, chunks, headers)
     return _klines_to_bars(t, sources, chunks)
+
+
+def _check_klines(t: dict[str, np.ndarray], sources: list[_Source], chunks: list[bytes],
+                  headers: list[bool]) -> None:
+    """Refuse the first implausible kline (time outside [2010, 2100), a price not in
+    (0, 1e15), a volume not in [0, 1e15)), naming its file, line and column."""
+    open_ms = _epoch_to_ms(t["open_time"])
+    checks = [("open_time", (open_ms < _MIN_TRADE_MS) | (open_ms >= _MAX_FILE_MS))]
+    for col in ("open", "high", "low", "close"):
+        checks.append((col, ~((t[col] > 0) & (t[col] < _MAX_VALUE))))
+    for col in ("volume", "quote_volume", "taker_buy_volume"):
+        checks.append((col, ~((t[col] >= 0) & (t[col] < _MAX_VALUE))))
+    firsts = [(int(np.argmax(bad)), col) for col, bad in checks if bad.any()]
+    if not firsts:
+        return
+    i, col = min(firsts)
+    # Row i of the joined blob -> (file, physical line): the blob skips blank lines.
+    for src, chunk, header in zip(sources, chunks, headers):
+        for lineno, line in enumerate(chunk.split(b"\n"), start=1 + int(header)):
+            if line.strip():
+                if i == 0:
+                    break
+                i -= 1
+        else:
+            continue
+        break
+    else:  # pragma: no cover - the blob is the chunks joined
+        src, lineno = sources[0], None
+    if col == "open_time":
+        reason = _time_problem(int(open_ms[int(min(firsts)[0])]), _MIN_TRADE_MS) or "bad time"
+    else:
+        value = float(t[col][int(min(firsts)[0])])
+        rule = "> 0" if col in ("open", "high", "low", "close") else ">= 0"
+        reason = f"{value!r} is not a plausible {col}: it must be a finite number {rule} and below 1e15"
+    raise DataFileError(src.name, reason, line=lineno, column=col)
 
 
 def _klines_to_bars(t: dict[str, np.ndarray], sources: list[_Source], chunks: list[bytes]) -> pd.DataFrame:
@@ -1120,14 +1444,28 @@ def _ohlc_bars(src: _Source, sniff: _Sniff) -> pd.DataFrame:
     vals = {c: _parse_numbers(raw[c], src, linenos, c) for c in ("open", "high", "low", "close")}
     has_volume = "volume" in raw.columns
     volume = _parse_numbers(raw["volume"], src, linenos, "volume") if has_volume else np.zeros(len(raw))
+    bad_time = (ms < 0) | (ms >= _MAX_FILE_MS)  # user bars may be older than crypto: 1970 is fine
+    if bad_time.any():
+        i = int(np.argmax(bad_time))
+        raise DataFileError(src.name, _time_problem(int(ms[i]), 0) or "bad time", line=int(linenos[i]),
+                            column="timestamp")
     for c in ("open", "high", "low", "close"):
         bad = vals[c] <= 0
         if bad.any():
             i = int(np.argmax(bad))
             raise DataFileError(src.name, f"price {float(vals[c][i])!r} must be > 0", line=int(linenos[i]), column=c)
+        bad = vals[c] >= _MAX_VALUE
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataFileError(src.name, f"price {float(vals[c][i])!r} is not plausible: it must be below 1e15; "
+                                          "fix or remove the row", line=int(linenos[i]), column=c)
     if has_volume and (volume < 0).any():
         i = int(np.argmax(volume < 0))
         raise DataFileError(src.name, f"volume {float(volume[i])!r} must be >= 0", line=int(linenos[i]), column="volume")
+    if has_volume and (volume >= _MAX_VALUE).any():
+        i = int(np.argmax(volume >= _MAX_VALUE))
+        raise DataFileError(src.name, f"volume {float(volume[i])!r} is not plausible: it must be below 1e15",
+                            line=int(linenos[i]), column="volume")
     o, h, lo, c = vals["open"], vals["high"], vals["low"], vals["close"]
     top, bottom = np.maximum(o, c), np.minimum(o, c)
     if (h < top).any():
@@ -1204,18 +1542,22 @@ def load_trades(path: PathLike, *, symbol: str | None = None, market: str | None
     return _load_ticks(src, sniff, symbol, market)[0]
 
 
-def _load_ticks(src: _Source, sniff: _Sniff, symbol: str | None, market: str | None) -> tuple[pd.DataFrame, str | None, str | None]:
+def _load_ticks(src: _Source, sniff: _Sniff, symbol: str | None,
+                market: str | None) -> tuple[pd.DataFrame, str | None, str | None, str | None]:
+    """(frame, symbol, market, note about rows with price or quantity <= 0)."""
     if sniff.format in ("trades", "aggTrades"):
         return _load_archive_ticks(src, sniff, symbol, market)
     if sniff.format == "capture":
-        frame, mkt = _capture_ticks(src, market, symbol)
+        frame, mkt, note = _capture_ticks(src, market, symbol, with_note=True)
     else:
-        frame, mkt = _ndjson_ticks(src, market, symbol)
+        frame, mkt, note = _ndjson_ticks(src, market, symbol)
     syms = sorted(set(frame["symbol"]))
-    return frame, (syms[0] if len(syms) == 1 else None), mkt
+    return frame, (syms[0] if len(syms) == 1 else None), mkt, note
 
 
 def _load(src: _Source, symbol: str | None, market: str | None) -> LoadedFile:
+    if symbol is not None and check_symbol(symbol.upper() if isinstance(symbol, str) else symbol) is not None:
+        raise ConfigError("symbol", symbol, "ASCII upper-case letters and digits such as 'BTCUSDT'")
     sniff = _sniff(src)
     # Bars carry no symbol column, so a bar file whose name says nothing loads with
     # symbol None (the caller knows which leg it is); tick frames need one.
@@ -1230,14 +1572,12 @@ def _load(src: _Source, symbol: str | None, market: str | None) -> LoadedFile:
         frame = _ohlc_bars(src, sniff)
         mkt = _check_market_arg(market) or named_market
     else:
-        frame, sym, mkt = _load_ticks(src, sniff, symbol, market)
+        frame, sym, mkt, note = _load_ticks(src, sniff, symbol, market)
         syms = tuple(sorted(set(frame["symbol"])))
-        return LoadedFile(sniff.format, sym, mkt, frame, False, syms, (src.name,))
+        return LoadedFile(sniff.format, sym, mkt, frame, False, syms, (src.name,),
+                          notes=(note,) if note else ())
     sym = sym.upper() if sym else None
     return LoadedFile(sniff.format, sym, mkt, frame, True, (sym,) if sym else (), (src.name,))
-    frame, sym, mkt = _load_ticks(src, sniff, symbol, market)
-    syms = tuple(sorted(set(frame["symbol"])))
-    return LoadedFile(sniff.format, sym, mkt, frame, False, syms, (src.name,))
 
 
 def load_file(path: PathLike, *, symbol: str | None = None, market: str | None = None) -> LoadedFile:
@@ -1385,7 +1725,8 @@ def load_files(paths: PathLike | Sequence[PathLike], *, market: str | None = Non
             continue
         for sym, sub in loaded.frame.groupby("symbol", sort=True):
             parts.setdefault(sym, []).append(LoadedFile(loaded.format, sym, loaded.market,
-                                                        sub.reset_index(drop=True), False, (sym,), loaded.sources))
+                                                        sub.reset_index(drop=True), False, (sym,), loaded.sources,
+                                                        loaded.notes))
     for sym, group in kline_groups.items():
         frame = load_klines(group, symbol=sym)
         # Headerless files cannot tell their market; files with a header are USD-M.
@@ -1399,8 +1740,10 @@ def load_files(paths: PathLike | Sequence[PathLike], *, market: str | None = Non
 def _merge(sym: str, items: list[LoadedFile]) -> LoadedFile:
     sources = tuple(s for it in items for s in it.sources)
     fmt = "+".join(sorted({it.format for it in items}))
+    notes = tuple(n for it in items for n in it.notes)
     if len(items) == 1:
-        return LoadedFile(items[0].format, sym, items[0].market, items[0].frame, items[0].is_bars, (sym,), sources)
+        return LoadedFile(items[0].format, sym, items[0].market, items[0].frame, items[0].is_bars, (sym,), sources,
+                          notes)
     if len({it.is_bars for it in items}) > 1:
         raise DataFileError(sources[0], f"{sym} has both bars and trades among the files given "
                                         f"({fmt}); load bars and ticks separately")
@@ -1429,4 +1772,4 @@ def _merge(sym: str, items: list[LoadedFile]) -> LoadedFile:
                                         "twice, load one kind")
     frame = pd.concat([it.frame for it in items], ignore_index=True)
     frame = _number_ndjson(frame) if all(ndjson) else _finish_ticks(frame)
-    return LoadedFile(fmt, sym, mkts.pop(), frame, False, (sym,), sources)
+    return LoadedFile(fmt, sym, mkts.pop(), frame, False, (sym,), sources, notes)

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from quantlab.errors import InsufficientData, UnknownSymbol
+from quantlab.errors import InsufficientData, UnknownSymbol, UnsafeOverwrite
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = Path("notebooks") / "live_monitor.ipynb"
@@ -126,6 +126,66 @@ def terminal_demo(db: str | Path, rate: float, duration_s: float | None) -> int:
     return 0
 
 
+#: ``meta`` row that marks a store as the demo's own: ``created_by = 'quantlab demo'``.
+DEMO_MARK = ("created_by", "quantlab demo")
+
+
+def is_demo_store(db: str | Path) -> bool:
+    """True when ``db`` is a tick store that ``quantlab demo`` created (its ``meta``
+    table holds :data:`DEMO_MARK`). Read through a read-only connection; any other
+    file, a foreign SQLite file or a research store is False."""
+    import sqlite3
+
+    path = Path(db)
+    if not path.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (DEMO_MARK[0],)).fetchone()
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
+    return row is not None and row[0] == DEMO_MARK[1]
+
+
+def prepare_demo_store(db: str | Path) -> Path:
+    """A fresh, marked demo store at ``db``.
+
+    The demo's synthetic trade ids restart every run, so it starts from an empty
+    store; it deletes the previous one only when that one is its own (issue 13:
+    ``quantlab demo --db research.db`` deleted real trades). Any other existing
+    file raises :class:`~quantlab.errors.UnsafeOverwrite` and is left untouched.
+    """
+    import sqlite3
+
+    from quantlab.store import TickStore
+
+    db = Path(db).resolve()
+    leftovers = [Path(f"{db}{suffix}") for suffix in ("", "-wal", "-shm")]
+    if any(p.exists() or p.is_symlink() for p in leftovers):
+        if not is_demo_store(db):
+            raise UnsafeOverwrite(db, "exists and was not created by `quantlab demo` (the demo replaces its "
+                                      "store on every run)",
+                                  "it is left untouched: pass --db with a new file name, e.g. "
+                                  "--db data/demo.db (delete an old demo store yourself if it predates "
+                                  "this check)")
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    TickStore(db).close()
+    con = sqlite3.connect(db)
+    try:
+        with con:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", DEMO_MARK)
+    finally:
+        con.close()
+    return db
+
+
 def seed_store_from_replay(server: Any, db: Path, symbols: tuple[str, ...]) -> int:
     """Write the replay server's tape (its back-dated history) into the store.
     Returns the number of trades written; the ingester continues with the next ids."""
@@ -139,16 +199,13 @@ def demo_cli(args: Any) -> int:
     """``quantlab demo``: the offline tour. A replay server streams the synthetic
     BTCUSDT/ETHUSDT pair at ``--rate`` trades/s; JupyterLab opens the live
     monitor pointed at it (``--terminal``: ingest and print stats instead)."""
-    if args.terminal:
-        return terminal_demo(args.db, args.rate, args.duration)
-    from quantlab.replay import ReplayServer, SyntheticSource
-
-    db = Path(args.db).resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
     # The demo's synthetic ids restart every run: start from a fresh store so the
-    # ingester does not take the new trades for duplicates of the last run's.
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    # ingester does not take the new trades for duplicates of the last run's; only
+    # ever its own store (refused, untouched, when --db names any other file).
+    db = prepare_demo_store(args.db)
+    if args.terminal:
+        return terminal_demo(db, args.rate, args.duration)
+    from quantlab.replay import ReplayServer, SyntheticSource
     # Ten minutes of back-dated history in the replay tape, copied into the store:
     # the monitor loads it on start, so every plot (z-score included) is live at once.
     history_trades = int(max(args.rate, 1.0) * 600)

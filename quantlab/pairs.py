@@ -146,16 +146,23 @@ def import_files_cli(args: Any) -> int:
     from quantlab.store import TickStore
 
     total_new = total_dup = 0
-    with TickStore(args.db) as store:
+    store = None  # opened after the first file loads: a bad first file leaves --db untouched
+    try:
         for path in args.files:
             loaded = io.load_file(path, symbol=args.symbol, market=args.market)
             if loaded.is_bars:
                 raise DataFileError(path, f"holds {loaded.format} bars, not trades; the store keeps "
                                     "trades (use `quantlab analyze --files` for bar files)")
+            if store is None:
+                store = TickStore(args.db)
             result = store.write_trades(loaded.frame)
             total_new += result.inserted
             total_dup += result.duplicates
-            print(f"{path}: {result.inserted} new trades, {result.duplicates} already stored")
+            notes = "".join(f"; {note}" for note in loaded.notes)  # e.g. rows with price <= 0
+            print(f"{path}: {result.inserted} new trades, {result.duplicates} already stored{notes}")
+    finally:
+        if store is not None:
+            store.close()
     print(f"imported {total_new} trades into {args.db} ({total_dup} duplicates ignored)")
     return 0
 

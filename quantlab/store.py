@@ -176,6 +176,7 @@ import math
 import operator
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -187,6 +188,7 @@ import pandas as pd
 
 from quantlab.config import require_positive
 from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
+from quantlab.io import SYMBOL_RE
 from quantlab.schema import (
     BAR_COLUMNS,
     BAR_DTYPES,
@@ -322,6 +324,8 @@ _SCHEMA_V1 = (
 # interrupted upgrade leaves the old version intact. Add an entry (and bump
 # SCHEMA_VERSION) with every schema change; never edit _SCHEMA_V1.
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+# Tables every store of version >= 1 has (migrations add, never drop).
+_V1_TABLES = tuple(st.split()[2] for st in _SCHEMA_V1 if st.lstrip().upper().startswith("CREATE TABLE"))
 
 _TICK_VALUE_COLUMNS = tuple(TICK_COLUMNS[3:])
 _NULLABLE_COLUMNS = ("trade_type", "first_trade_id", "last_trade_id")
@@ -695,8 +699,10 @@ def _validate(batch: _Batch) -> None:
             raise ConfigError("market", market, "one of 'spot', 'usdm'")
         if kind not in _KINDS:
             raise ConfigError("kind", kind, "one of 'trade', 'aggTrade'")
-        if not isinstance(symbol, str) or not symbol.isalnum() or symbol != symbol.upper():
-            raise ConfigError("symbol", symbol, "an upper-case Binance symbol such as 'BTCUSDT'")
+        if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
+            # ASCII only: 'ВТСUSDT' (Cyrillic look-alikes) passes str.isupper/isalnum.
+            raise ConfigError("symbol", symbol, "an upper-case Binance symbol of ASCII letters and "
+                                                "digits such as 'BTCUSDT'")
     t = batch.time_ms
     if t.size and (int(t.min()) < 0 or int(t.max()) >= _MAX_TIME_MS):
         bad = int(t.max()) if int(t.max()) >= _MAX_TIME_MS else int(t.min())
@@ -813,13 +819,52 @@ class TickStore:
 
     # ------------------------------------------------------------------ open
     def _open(self, busy_timeout_s: float) -> sqlite3.Connection:
-        if self.read_only:
-            if not self.path.exists():
+        self._check_file()
+        if not self.read_only:
+            return self._connect(str(self.path), False, busy_timeout_s)
+        target = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            return self._connect(target, True, busy_timeout_s)
+        except StoreError as exc:
+            # A WAL file read with mode=ro needs its -shm (and -wal) file, which SQLite
+            # cannot create in a read-only directory (https://sqlite.org/wal.html#readonly).
+            # With no -wal content there is nothing a snapshot could miss: read the main
+            # file as immutable (no locks, no -shm). A non-empty -wal means a writer may
+            # be active (or crashed): refuse rather than show stale data.
+            cause = exc.__cause__
+            code = getattr(cause, "sqlite_errorname", "")  # SQLITE_READONLY_CANTINIT, SQLITE_CANTOPEN
+            if not isinstance(cause, sqlite3.OperationalError) or not (
+                    code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN"))
+                    or "readonly" in str(cause) or "unable to open" in str(cause)):
+                raise
+            wal = Path(f"{self.path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreError("cannot be read here: its directory is read-only and its -wal file "
+                                 "holds changes not yet in the main file; open it once where the "
+                                 "directory is writable (or copy the folder)", self.path) from None
+            logger.info("%s: read-only directory, opened as immutable", self.path)
+            return self._connect(target + "&immutable=1", True, busy_timeout_s)
+
+    def _check_file(self) -> None:
+        """The path must be a regular file (or absent, for a writer): decided with
+        os.stat before SQLite opens it (a FIFO would block, a device never end)."""
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            if self.read_only:
                 raise StoreError("no such file (a read-only store must exist; the writer "
-                                 "creates it)", self.path)
-            target, uri = self.path.resolve().as_uri() + "?mode=ro", True
-        else:
-            target, uri = str(self.path), False
+                                 "creates it)", self.path) from None
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot open ({exc.strerror or exc})", self.path) from None
+        if stat.S_ISDIR(mode):
+            raise StoreError("is a folder; pass the tick store's file, e.g. data/live.db", self.path)
+        if not stat.S_ISREG(mode):
+            what = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise StoreError(f"is {what}, not a SQLite file; pass a tick store written by quantlab "
+                             "ingest/import, or a new file name", self.path)
+
+    def _connect(self, target: str, uri: bool, busy_timeout_s: float) -> sqlite3.Connection:
         try:
             # isolation_level=None: no implicit transactions; writes open
             # BEGIN IMMEDIATE themselves and reads run in autocommit, so a
@@ -838,8 +883,11 @@ class TickStore:
                 # checkpointed, instead of keeping its peak size on disk.
                 con.execute("PRAGMA journal_size_limit = 67108864")
             self._check_schema(con)
-        except sqlite3.Error as exc:
+        except sqlite3.DatabaseError as exc:
             con.close()
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise StoreError(f"not a SQLite tick store ({exc}); pass a store written by quantlab "
+                                 "ingest/import, or a new file name", self.path) from exc
             raise StoreError(f"cannot open ({exc})", self.path) from exc
         except BaseException:
             con.close()
@@ -852,6 +900,25 @@ class TickStore:
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if app_id not in (0, APPLICATION_ID):
             raise StoreError(f"not a quantlab tick store (application_id {app_id:#x})", self.path)
+        # Everything below reads only: a file that is not an intact quantlab store is
+        # refused before anything (journal_mode = WAL included) is written to it.
+        tables = {row[0] for row in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == 0 and tables:
+            raise StoreError("not a quantlab tick store (it has tables but no quantlab schema "
+                             f"version: {', '.join(sorted(tables)[:5])}); nothing was written to it: "
+                             "pass a store written by quantlab ingest/import, or a new file name",
+                             self.path)
+        if version >= 1:
+            missing = [t for t in _V1_TABLES if t not in tables]
+            if missing and app_id != APPLICATION_ID and "ticks" not in tables:
+                raise StoreError(f"not a quantlab tick store (user_version {version} but no ticks "
+                                 "table); pass a store written by quantlab ingest/import",
+                                 self.path)
+            if missing:
+                raise StoreError(f"damaged tick store: table {missing[0]!r} is missing (has "
+                                 f"{', '.join(sorted(tables))}); restore the file from a backup, or "
+                                 "re-import the data into a new store", self.path)
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(self.path, version, SCHEMA_VERSION,
                                      "it was written by a newer quantlab; upgrade quantlab "
