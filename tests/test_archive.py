@@ -137,11 +137,24 @@ def test_duckdb_reads_hive_layout(store_2days: Path, tmp_path: Path) -> None:
     duckdb = pytest.importorskip("duckdb", reason="duckdb not installed (optional reader)")
     out = tmp_path / "arch"
     qa.archive_store(store_2days, out, now_ms=D0 + 3 * DAY)
-    n, syms = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT symbol) FROM read_parquet('{out}/bars_1m/*/*/*/*.parquet', "
-        "hive_partitioning = true)").fetchone()
+    con = duckdb.connect()
+    n, syms, first = con.execute(
+        f"SELECT count(*), count(DISTINCT symbol), min(date) FROM "
+        f"read_parquet('{out}/bars_1m/*/*/*/*.parquet', hive_partitioning = true)").fetchall()[0]
+    assert str(first) == "2022-01-01"
     assert n == len(qa.read_bars(out, "BTCUSDT", "1m", explicit_empty=False)) + \
         len(qa.read_bars(out, "ETHUSDT", "1m", explicit_empty=False)) and syms == 2
+
+
+def test_polars_reads_hive_layout(store_2days: Path, tmp_path: Path) -> None:
+    pl = pytest.importorskip("polars", reason="polars not installed (optional reader)")
+    out = tmp_path / "arch"
+    qa.archive_store(store_2days, out, now_ms=D0 + 3 * DAY)
+    frame = (pl.scan_parquet(str(out / "bars_1m" / "**" / "*.parquet"), hive_partitioning=True)
+             .filter(pl.col("symbol") == "BTCUSDT").sort("open_time").collect())
+    want = qa.read_bars(out, "BTCUSDT", "1m", explicit_empty=False)
+    assert frame.height == len(want)
+    np.testing.assert_array_equal(frame["close"].to_numpy(), want["close"].to_numpy())
 
 
 # --- incremental and atomic ---------------------------------------------------------------------
