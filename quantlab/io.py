@@ -707,9 +707,9 @@ def _raise_located(src: _Source, columns: Sequence[str], types: dict[str, str], 
         if lineno == 1 and skip_header or not line.strip():
             continue
         if len(line) > _MAX_LINE_CHARS:
-            raise DataFileError(src.name, f"line is {len(line) / 2**20:.1f} MB long; a {','.join(columns[:3])},"
-                                          "... row is under 300 bytes: the file is damaged (remove the line)",
-                                line=lineno) from None
+            raise DataFileError(src.name, f"line is {len(line) / 2**20:.1f} MB long, while a row "
+                                          f"({','.join(columns[:3])},...) is under 300 bytes: the file is "
+                                          "damaged; remove the line", line=lineno) from None
         if "\r" in line:
             _check_bare_cr(src, line.encode(), lineno)
         fields = _csv_fields(src, line, lineno)
@@ -828,7 +828,7 @@ def _check_ticks(src: _Source, frame: pd.DataFrame, line_of: Callable[[int], int
             problem = check_symbol(sym)
             if problem is not None:
                 i = int(np.argmax((frame["symbol"] == sym).to_numpy()))
-                raise DataFileError(src.name, f"symbol {problem}; Binance symbols look like BTCUSDT",
+                raise DataFileError(src.name, f"{problem}, so it is not a symbol such as 'BTCUSDT'",
                                     line=line_of(i), column=symbol_column)
     t = frame["time_ms"].to_numpy(np.int64)
     bad = (t < _MIN_TRADE_MS) | (t >= _MAX_FILE_MS)
@@ -853,8 +853,8 @@ def _check_ticks(src: _Source, frame: pd.DataFrame, line_of: Callable[[int], int
     col = price_col if p[i] <= 0 else qty_col
     where = f"line {line_of(i)}" if line_of(i) is not None else f"row {i + 1}"
     if k == n:
-        raise DataFileError(src.name, f"all {n} rows have price or quantity <= 0 (the first at {where}, "
-                                      f"column {col!r}); that is not a file of trades: check the columns",
+        raise DataFileError(src.name, f"all {n} rows have price or quantity <= 0 (this is the first); "
+                                      "that is not a file of trades: check the columns",
                             line=line_of(i), column=col)
     usdm_na = frame["market"].to_numpy(object) == "usdm"
     usdm_na &= frame["kind"].to_numpy(object) == "trade"
@@ -1171,7 +1171,7 @@ def _ndjson_ticks(src: _Source, market: str | None, symbol: str | None) -> tuple
             sym = obj["symbol"]
             problem = check_symbol(sym.strip().upper() if isinstance(sym, str) else sym)
             if problem is not None:
-                raise DataFileError(src.name, f"{sym!r} is not a symbol such as 'BTCUSDT' ({problem})",
+                raise DataFileError(src.name, f"{problem}, so it is not a symbol such as 'BTCUSDT'",
                                     line=lineno, column="symbol")
             syms.append(sym.strip().upper())
             ts.append(obj["ts"])

@@ -223,8 +223,11 @@ def demo_cli(args: Any) -> int:
 
 def lab_cli(args: Any) -> int:
     """``quantlab lab``: JupyterLab on the live monitor with live Binance as the source."""
+    from quantlab.store import TickStore
+
     db = Path(args.db).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
+    TickStore(db).close()  # a foreign or damaged --db is refused here, before JupyterLab starts
     env = {**os.environ, "QUANTLAB_SOURCE": "live", "QUANTLAB_DB": str(db)}
     for key in ("QUANTLAB_WS_URL", "QUANTLAB_REST_URL"):
         env.pop(key, None)

@@ -424,7 +424,7 @@ def _foreign_db(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["import", "analyze", "ingest"])
+@pytest.mark.parametrize("command", ["import", "analyze", "ingest", "lab"])
 def test_foreign_sqlite_file_is_refused_before_anything_is_written(command, tmp_path, capsys):
     db = _foreign_db(tmp_path / "crm.db")
     before = file_sha(db)
@@ -434,7 +434,8 @@ def test_foreign_sqlite_file_is_refused_before_anything_is_written(command, tmp_
                         "--out", str(tmp_path / "o.csv")],
             "ingest": ["ingest", "--market", "spot", "--symbols", "BTCUSDT", "--db", str(db),
                        "--ws-url", "ws://127.0.0.1:9", "--rest-url", "http://127.0.0.1:9",
-                       "--duration", "5"]}[command]
+                       "--duration", "5"],
+            "lab": ["lab", "--db", str(db), "--no-browser", "--port", "0"]}[command]
     rc, out, err = _run_main(argv, capsys)
     _check_one_line(rc, err, ["crm.db", "not a quantlab tick store"])
     assert file_sha(db) == before
@@ -461,13 +462,23 @@ def test_fifo_and_devices_never_hang(tmp_path):
         "analyze-fifo": (["analyze", "--files", str(fifo), "--y", "BTCUSDT", "--x", "ETHUSDT",
                           "--window", "5", "--out", str(tmp_path / "o.csv")], [fifo.name, "FIFO"]),
         "import-dev-zero": (["import", "/dev/zero", "--db", str(db)], ["/dev/zero", "regular file"]),
+        "replay-capture-fifo": (["replay", "--capture", str(fifo), "--port", "0"], [fifo.name, "FIFO"]),
         "db-fifo": (["analyze", "--db", str(fifo), "--y", "BTCUSDT", "--x", "ETHUSDT", "--window", "5",
                      "--out", str(tmp_path / "o.csv")], [fifo.name, "FIFO"]),
     }
-    for name, (args, needles) in runs.items():
-        proc = _cli(args, timeout=60)  # a hang fails the test through TimeoutExpired
-        assert "Traceback" not in proc.stderr, (name, proc.stderr)
-        _check_one_line(proc.returncode, proc.stderr, needles)
+    procs = {name: subprocess.Popen([sys.executable, "-m", "quantlab", *args], cwd=ROOT, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, (args, _) in runs.items()}  # concurrently: each is an interpreter start
+    try:
+        for name, proc in procs.items():
+            _, err = proc.communicate(timeout=90)  # a hang fails the test through TimeoutExpired
+            assert "Traceback" not in err, (name, err[-3000:])
+            _check_one_line(proc.returncode, err, runs[name][1])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert digest(db) == before
 
@@ -590,3 +601,53 @@ def test_rest_body_is_capped(chunked, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_rest_retries_free_memory_and_give_up_in_one_line(tmp_path, monkeypatch):
+    """Every attempt gets a 64 MiB body: each is refused at the cap, nothing piles up
+    across the retries, and the last error says it gave up, in one line."""
+    import asyncio
+    import time
+    import tracemalloc
+
+    from quantlab import ingest
+
+    monkeypatch.setattr(ingest, "REST_MAX_BODY_BYTES", 1 << 20)
+    hits = []
+
+    class Handler(_BigBody):
+        size = 64 << 20
+        chunked = True
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = ingest.IngestSettings(
+            symbols=("BTCUSDT",), market="spot", db_path=str(tmp_path / "t.db"),
+            ws_base="ws://127.0.0.1:9", rest_base=f"http://127.0.0.1:{server.server_address[1]}",
+            backoff=ingest.BackoffPolicy(initial_s=0.01, max_s=0.02, jitter=0), rest_max_attempts=3)
+        ing = ingest.Ingester(settings)
+
+        async def fetch():
+            ing._bucket = ingest.TokenBucket.for_market("spot", settings.rest_weight_share, time.monotonic())
+            return await ing._rest("aggTrades", symbol="BTCUSDT", limit=1)
+
+        tracemalloc.start()
+        with pytest.raises(ingest.RestError) as info:
+            asyncio.run(fetch())
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = str(info.value)
+    assert len(hits) == 3
+    assert "gave up after 3 attempts" in text and "larger than 1 MiB" in text, text
+    assert len(text.splitlines()) == 1
+    assert info.value.__cause__ is None  # the earlier attempts are not kept alive by a chain
+    assert peak < 8 << 20, peak
