@@ -114,7 +114,10 @@ _DAILY_NAME = re.compile(r"^([A-Z0-9]+)-([A-Za-z0-9]+)-(\d{4}-\d{2}-\d{2})\.")
 
 
 class ArchiveError(QuantlabError):
-    """The archive folder is not what the readers expect (names the path and the fix)."""
+    """An archive partition cannot be read (names the file and the fix)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
 
 
 # --- paths --------------------------------------------------------------------------------
@@ -226,9 +229,7 @@ def _table_bars(table: Any) -> pd.DataFrame:
 
 
 def _read_part_bars(path: Path) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    return _table_bars(pq.read_table(path, columns=list(BAR_FILE_COLUMNS)))
+    return _table_bars(_read_tables([path], BAR_FILE_COLUMNS))
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -287,7 +288,10 @@ def _put_bars(res: ArchiveResult, out: Path, dataset: str, market: str, symbol: 
         if _is_complete(path):
             res._add("skipped", dataset)
             return
-        bars_day = _merge_bars(_read_part_bars(path), bars_day)
+        try:
+            bars_day = _merge_bars(_read_part_bars(path), bars_day)
+        except ArchiveError as exc:  # damaged: the source's rows replace it
+            logger.warning("%s; rewriting it from the source", exc)
     if bars_day.empty:
         return
     _write_atomic(_bar_table(bars_day, {**meta, "complete": int(complete)}), path)
@@ -425,10 +429,14 @@ def _put_ticks(res: ArchiveResult, out: Path, market: str, symbol: str, date: st
                tk: pd.DataFrame, complete: bool, meta: dict[str, str], rewrite: bool) -> None:
     path = partition_path(out, TICKS, market, symbol, date)
     if not rewrite and path.is_file():
-        old = _read_part_ticks(path, market, symbol)
-        tk = pd.concat([old, tk], ignore_index=True)
-        tk = tk.drop_duplicates(["kind", "trade_id"], keep="last")
-        tk = tk.sort_values(["time_ms", "trade_id"], kind="stable").reset_index(drop=True)
+        try:
+            old = _read_part_ticks(path, market, symbol)
+        except ArchiveError as exc:  # damaged: the source's rows replace it
+            logger.warning("%s; rewriting it from the source", exc)
+        else:
+            tk = pd.concat([old, tk], ignore_index=True)
+            tk = tk.drop_duplicates(["kind", "trade_id"], keep="last")
+            tk = tk.sort_values(["time_ms", "trade_id"], kind="stable").reset_index(drop=True)
     if tk.empty:
         return
     _write_atomic(_tick_table(tk, {**meta, "complete": int(complete)}), path)
@@ -666,10 +674,33 @@ def _read_tables(paths: list[Path], columns: Sequence[str]) -> Any:
     # One dataset over the listed files with the known schema: pyarrow reads them
     # in parallel, with no partition discovery (the folders were pruned already),
     # no existence check per path and no schema inference (~0.5 ms per file in all).
+    import pyarrow as pa
+
     dataset = pads.FileSystemDataset.from_paths(
         [str(p) for p in paths], schema=_file_schema(columns), format=pads.ParquetFileFormat(),
         filesystem=pafs.LocalFileSystem())
-    return dataset.to_table(columns=list(columns))
+    try:
+        return dataset.to_table(columns=list(columns))
+    except (OSError, pa.ArrowException) as exc:
+        bad = _first_unreadable(paths, columns)
+        raise ArchiveError(f"{bad or paths[0].parent.parent}: unreadable archive partition ({exc}); "
+                           "delete it and re-run `quantlab archive`, or re-run with --rewrite") from exc
+
+
+def _first_unreadable(paths: list[Path], columns: Sequence[str]) -> Path | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    want = _file_schema(columns)
+    for p in paths:
+        try:
+            got = pq.read_schema(p)
+        except (OSError, pa.ArrowException):
+            return p
+        if not all(got.field(c).type == want.field(c).type for c in columns if c in got.names) \
+                or any(c not in got.names for c in columns):
+            return p
+    return None
 
 
 def read_bars(archive: str | os.PathLike, symbol: str, timeframe: str | int = "1m", *,
@@ -781,9 +812,7 @@ def _seed_bar(folder: Path, first_date: str, lo_ms: int) -> pd.DataFrame | None:
 
 
 def _read_part_ticks(path: Path, market: str, symbol: str) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    return _ticks_frame(pq.read_table(path), market, symbol)
+    return _ticks_frame(_read_tables([path], TICK_FILE_COLUMNS), market, symbol)
 
 
 def _ticks_frame(table: Any, market: str, symbol: str) -> pd.DataFrame:

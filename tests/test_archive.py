@@ -302,6 +302,22 @@ def test_cli_bad_archive_input_exits_2_with_one_line(tmp_path: Path, capsys) -> 
     assert exc.value.code == 2
 
 
+def test_damaged_partition_is_named_with_the_fix(store_2days: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "arch"
+    qa.archive_store(store_2days, out, now_ms=D0 + 3 * DAY)
+    bad = qa.partition_path(out, "bars_1m", "spot", "ETHUSDT", "2022-01-02")
+    bad.write_bytes(bad.read_bytes()[: 200])  # truncated by a disk-full copy, say
+    with pytest.raises(qa.ArchiveError, match="2022-01-02.*--rewrite"):
+        qa.read_bars(out, "ETHUSDT", "1m")
+    rc = main(["analyze", "--archive", str(out), "--y", "ETHUSDT", "--x", "BTCUSDT", "--window", "10",
+               "--out", str(tmp_path / "a.csv")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "date=2022-01-02" in err and len(err.splitlines()) == 1
+    # the next archive run rewrites the damaged (unreadable, so not complete) partition
+    qa.archive_store(store_2days, out, now_ms=D0 + 3 * DAY)
+    assert len(qa.read_bars(out, "ETHUSDT", "1m")) > 0
+
+
 def test_load_pair_bars_needs_exactly_one_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="exactly one of db=, files= or archive="):
         load_pair_bars(y="A", x="B", db="x.db", archive=tmp_path)
