@@ -83,9 +83,9 @@ class Feed:
         self.buf: list[Trade] = []
         self.ids = 0
 
-    def push(self, symbol: str, t_ms: int, price: float) -> None:
+    def push(self, symbol: str, t_ms: int, price: float, recv_ms: int | None = None) -> None:
         self.ids += 1
-        self.buf.append(make_trade(symbol, t_ms, price, self.ids))
+        self.buf.append(make_trade(symbol, t_ms, price, self.ids, recv_ms))
 
     def drain(self) -> list[Trade]:
         out, self.buf = self.buf, []
@@ -315,11 +315,13 @@ def test_forming_row_uses_peek_not_update():
 
 def test_window_change_recomputes_retained_bars():
     feed, pipeline, sink, step, wall = make_monitor_step(window=3)
-    for k in range(12):
+    for k in range(12):  # one tick per second as the trades come
         feed.push("ETHUSDT", T0 + 1000 * k + 10, 10.0 + (k * 7) % 5)
         feed.push("BTCUSDT", T0 + 1000 * k + 10, 5.0)
+        wall["ms"] = T0 + 1000 * k + 60
+        step(float(k))
     wall["ms"] = T0 + 12_500
-    step(0.0)
+    step(12.0)
     before = [r["zscore"] for r in pipeline.rows]
     rows = pipeline.reconfigure(window=6)
     after = [r["zscore"] for r in rows]

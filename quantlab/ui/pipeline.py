@@ -259,6 +259,8 @@ class PairPipeline:
         self.alerts_corrected = 0    # alerts fired or withdrawn by a resynchronisation
         self.analytics_stale = 0     # kept for summary() compatibility: always 0 now
         self._forming_dirty = False
+        self._newest_recv: int | None = None  # newest receive time (ms) drained since advance
+        self.delivery_ms = 0.0              # estimate of the socket-to-pipeline delay, ms
         self.forming_every_ms = int(forming_every_ms)
         self._forming_at = -10**18  # wall ms of the last forming report
         self._kalman_params: dict[int, Any] = {}   # warm-up bars -> KalmanParams
@@ -314,6 +316,7 @@ class PairPipeline:
         ignored. Returns how many were used. Bars close in :meth:`advance`."""
         used = 0
         legs = self._legs
+        newest_recv = self._newest_recv
         for tr in trades:
             leg = legs.get(tr.symbol)
             if leg is None:
@@ -328,10 +331,13 @@ class PairPipeline:
             for b in closed:
                 self._pending[leg][b.open_ms] = b
             self.clock.observe(tr.time_ms, tr.recv_ms)
+            if tr.recv_ms and (newest_recv is None or tr.recv_ms > newest_recv):
+                newest_recv = tr.recv_ms
             self.trades[leg] += 1
             self.last_trade_ms[leg] = max(self.last_trade_ms[leg], tr.time_ms)
             self.last_price[leg] = tr.price
             used += 1
+        self._newest_recv = newest_recv
         if used:
             self._forming_dirty = True
         if len(self._late) > 2 * self.spec.max_bars:
@@ -396,8 +402,21 @@ class PairPipeline:
             from ``wall_ms`` (default: the wall clock).
         """
         wall = int(time.time() * 1000) if wall_ms is None else int(wall_ms)
+        if self._newest_recv is not None:
+            # How long trades take from the socket to here (writer batch, the
+            # subscription ring, the pump's period; more on a loaded machine):
+            # the age of the freshest trade drained, as a slowly decaying maximum.
+            # Trades received since are still on their way.
+            self.delivery_ms = min(2000.0, max(float(wall - self._newest_recv),
+                                               0.95 * self.delivery_ms))
+            self._newest_recv = None
         if now_ms is None:
             now_ms = self.clock.now(wall)
+            if now_ms is not None:
+                # Trades received up to delivery_ms ago may still be on their way:
+                # close bars on the exchange time they cover, or their last trades
+                # arrive late (and the bar is corrected from the store after).
+                now_ms -= int(self.delivery_ms)
         if now_ms is not None:
             for leg in ("y", "x"):
                 for b in self._bars[leg].flush(now_ms - self.grace_ms):
