@@ -276,7 +276,7 @@ def test_report_renders_offline_in_chromium(single_report):
         plots = page.evaluate("""() => { let n = 0; for (const d of Bokeh.documents)
             for (const m of d.all_models) if (m.type === 'Figure') n++; return n; }""")
         assert plots == N_FIGURES, plots
-        assert page.locator(".jp-InputArea").count() == 0
+        assert page.locator(".jp-InputArea").count() == 0  # not even markdown (tagged report-hide)
         assert page.get_by_text("Causality check passed").count() >= 1
         page.screenshot(path=str(single_report.with_suffix(".png")), full_page=True)
     finally:
@@ -384,3 +384,49 @@ def test_report_on_real_bars(shared_data, tmp_path):
     h = json.loads(out.with_suffix(".json").read_text())["headline"]
     assert h["n_bars"] == 7 * 1440 and h["causality_passed"]
     assert 10 < h["hedge_ratio"] < 30  # BTC ~ 15-20x ETH in March 2023
+
+
+# --- scans: the scan notebook as a report, and a batch from a scan's selection ----------------
+@pytest.fixture(scope="module")
+def scan_table(kline_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scan") / "scan.csv"
+    code = main(["scan", "--files", *kline_files, "--symbols", "BTCUSDT,ETHUSDT,AVAXUSDT",
+                 "--timeframe", "1m", "--formation", "2024-01-01T00:00/2024-01-02T08:00",
+                 "--evaluation", "2024-01-02T08:00/2024-01-03T02:00", "--workers", "1",
+                 "--no-ledger", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_pairs_from_a_scan_are_its_selected_pairs(scan_table, tmp_path):
+    from quantlab.reports.runner import pairs_from_scan
+
+    table = pd.read_csv(scan_table)
+    selected = {(r.y, r.x) for r in table.itertuples() if str(r.selected).lower() == "true"}
+    pairs = pairs_from_scan(scan_table)
+    assert set(pairs) == selected and {frozenset(p) for p in pairs} == {frozenset(("ETHUSDT", "BTCUSDT"))}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="missing: y, x, selected"):
+        pairs_from_scan(bad)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not chromium_available(), reason="Chromium not installed at /usr/bin/chromium")
+def test_scan_notebook_renders_as_an_offline_report(kline_files, tmp_path):
+    out = tmp_path / "scan.html"
+    code = main(["report", "--notebook", "pair_scan", "--files", *kline_files, "--timeframe", "1m",
+                 "-p", "symbols", "BTCUSDT,ETHUSDT,AVAXUSDT",
+                 "-p", "formation", "2024-01-01T00:00/2024-01-02T08:00",
+                 "-p", "evaluation", "2024-01-02T08:00/2024-01-03T02:00", "--out", str(out)])
+    assert code == 0
+    pw, browser, page, seen = _open_offline(out)
+    try:
+        page.wait_for_function("window.Bokeh && Bokeh.documents && Bokeh.documents.length >= 1",
+                               timeout=30_000)
+        wait_until(lambda: page.locator(".bk-Canvas").count() >= 1, timeout=30, message="the heatmap")
+        assert page.locator(".jp-CodeCell .jp-InputArea").count() == 0  # markdown stays, code goes
+    finally:
+        browser.close()
+        pw.stop()
+    assert seen["errors"] == [] and seen["failed"] == [] and seen["blocked"] == []

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser, add_data_source) -> None:
     p.add_argument("--x", help="independent leg, e.g. ETHUSDT (one report)")
     p.add_argument("--pairs", help="a batch: Y/X pairs separated by commas, e.g. "
                                    "BTCUSDT/ETHUSDT,AVAXUSDT/NEARUSDT (with --out-dir)")
+    p.add_argument("--pairs-from", metavar="SCAN.csv",
+                   help="a batch of the pairs a `quantlab scan` table selected (with --out-dir)")
+    p.add_argument("--top", type=int, default=None, help="--pairs-from: the first N selected pairs")
     p.add_argument("--timeframe", default="1m", help="bar size (default 1m)")
     p.add_argument("--start", help="first bar, ISO-8601 UTC (inclusive)")
     p.add_argument("--end", help="last bar, ISO-8601 UTC (exclusive)")
@@ -44,18 +47,21 @@ def report_cli(args: argparse.Namespace) -> int:
     import logging
 
     from quantlab.pairs import source_kwargs
-    from quantlab.reports.runner import parse_pairs, run_batch, run_report
+    from quantlab.reports.runner import pairs_from_scan, parse_pairs, run_batch, run_report
 
     logging.getLogger("papermill").setLevel(logging.WARNING)  # its per-run INFO lines are noise here
     source = source_kwargs(args)
     common = dict(timeframe=args.timeframe, start=args.start, end=args.end, market=args.market,
                   params=_params(args), notebook=args.notebook, **source)
-    if args.pairs:
+    if args.pairs or args.pairs_from:
+        if args.pairs and args.pairs_from:
+            raise ConfigError("pairs-from", args.pairs_from, "either --pairs or --pairs-from, not both")
         if not args.out_dir:
             raise ConfigError("out-dir", None, "a folder for the batch (--pairs ... --out-dir DIR)")
         if args.y or args.x or args.out:
-            raise ConfigError("pairs", args.pairs, "either --pairs with --out-dir, or --y/--x with --out")
-        pairs = parse_pairs(args.pairs)
+            raise ConfigError("pairs", args.pairs or args.pairs_from,
+                              "either a batch (--pairs/--pairs-from with --out-dir), or --y/--x with --out")
+        pairs = parse_pairs(args.pairs) if args.pairs else pairs_from_scan(args.pairs_from, top=args.top)
         rows = run_batch(pairs, args.out_dir, workers=args.workers, **common)
         failed = [r for r in rows if not r["ok"]]
         for r in failed:

@@ -33,12 +33,14 @@ from quantlab.errors import ConfigError, QuantlabError
 from quantlab.reports.parameters import validate_parameters
 
 __all__ = ["run_report", "run_batch", "start_report", "ReportOutcome", "ReportJob",
-           "notebook_path", "export_html", "parse_pairs"]
+           "notebook_path", "export_html", "parse_pairs", "pairs_from_scan"]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOTEBOOKS = {"pair_report": "pair_report.ipynb", "pair_scan": "pair_scan.ipynb"}
 #: Parameters that are paths: made absolute before the kernel (its cwd differs).
 _PATH_PARAMS = ("db_path", "archive", "ledger_path", "summary_path")
+#: Cells with this tag (e.g. instructions for notebook users) are left out of the HTML.
+HIDE_TAG = "report-hide"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +106,15 @@ def _one_line(text: str, limit: int = 400) -> str:
 
 
 def export_html(executed: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Executed notebook -> offline HTML of its outputs only (no input cells, no
-markdown: the outputs carry their own headings), written atomically."""
+    """Executed notebook -> offline HTML of its outputs and markdown (no input
+cells; cells tagged :data:`HIDE_TAG` left out), written atomically."""
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     exporter = HTMLExporter(template_name="quantlab_offline", extra_template_basedirs=[str(TEMPLATES)],
-                            exclude_input=True, exclude_input_prompt=True, exclude_markdown=True,
+                            exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={HIDE_TAG}), enabled=True)
     body, _ = exporter.from_filename(str(executed))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +208,8 @@ def run_report(*, out: str | os.PathLike, y: str | None = None, x: str | None = 
     values = report_values(y=y, x=x, db=db, files=files, archive=archive, timeframe=timeframe,
                            start=start, end=end, market=market, params=params)
     json_path = out.with_suffix(".json")
-    values["summary_path"] = str(json_path)
+    if src.name == NOTEBOOKS["pair_report"]:  # other notebooks write no summary JSON
+        values["summary_path"] = str(json_path)
     values = _absolute(values)
     if src.name == NOTEBOOKS["pair_report"]:
         validate_parameters(values)  # fail in this process, with exit 2, before a kernel starts
@@ -274,6 +279,29 @@ def parse_pairs(text: str | Sequence[str]) -> list[tuple[str, str]]:
         pairs.append((parts[0].strip().upper(), parts[1].strip().upper()))
     if not pairs:
         raise ConfigError("pairs", text, "at least one pair Y/X")
+    return pairs
+
+
+def pairs_from_scan(path: str | os.PathLike, *, top: int | None = None) -> list[tuple[str, str]]:
+    """The selected pairs of a ``quantlab scan`` table (its ``y``, ``x`` and
+    ``selected`` columns), in the table's order; ``top`` keeps the first N."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("pairs-from", str(path), "a CSV written by `quantlab scan --out`")
+    table = pd.read_csv(path)
+    missing = [c for c in ("y", "x", "selected") if c not in table.columns]
+    if missing:
+        raise ConfigError("pairs-from", str(path), f"a scan table with columns y, x, selected "
+                          f"(missing: {', '.join(missing)})")
+    chosen = table[table["selected"].astype(str).str.lower().isin(("true", "1"))]
+    pairs = [(str(r.y).upper(), str(r.x).upper()) for r in chosen.itertuples()]
+    if top is not None:
+        pairs = pairs[:top]
+    if not pairs:
+        raise ConfigError("pairs-from", str(path), "a scan that selected at least one pair "
+                          "(none is selected: nothing to report)")
     return pairs
 
 
