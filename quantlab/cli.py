@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except QuantlabError as exc:
-        print(f"quantlab {args.command}: error: {exc}", file=sys.stderr)
+        text = " ".join(str(exc).splitlines())  # one line, whatever the message held
+        print(f"quantlab {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0

@@ -52,6 +52,7 @@ class DataFileError(QuantlabError, ValueError):
         self.path = str(path)
         self.line = line
         self.column = column
+        reason = " ".join(reason.splitlines())  # one line, whatever a third-party message held
         if len(reason) > _MAX_REASON:  # a huge bad value must not become a huge message
             reason = f"{reason[:_MAX_REASON // 2]} ... {reason[-_MAX_REASON // 3:]}"
         self.reason = reason

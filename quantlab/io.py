@@ -712,6 +712,9 @@ def _raise_located(src: _Source, columns: Sequence[str], types: dict[str, str], 
                                           "damaged; remove the line", line=lineno) from None
         if "\r" in line:
             _check_bare_cr(src, line.encode(), lineno)
+        if line.count('"') % 2:  # Binance files hold no quotes; an odd one swallows the next lines
+            raise DataFileError(src.name, "an unbalanced double quote (\") makes the rest of the file one "
+                                          "field; remove it", line=lineno) from None
         fields = _csv_fields(src, line, lineno)
         if len(fields) != len(columns):
             raise DataFileError(src.name, f"expected {len(columns)} fields ({','.join(columns)}), got "
@@ -721,7 +724,7 @@ def _raise_located(src: _Source, columns: Sequence[str], types: dict[str, str], 
             if not _valid(value, typ):
                 what = {"int64": "an integer", "float64": "a number", "bool": "true or false"}[typ]
                 raise DataFileError(src.name, f"{_shown(value)} is not {what}", line=lineno, column=name) from exc
-    raise DataFileError(src.name, f"cannot parse as CSV: {exc}") from exc
+    raise DataFileError(src.name, f"cannot parse as CSV: {' '.join(str(exc).split())[:200]}") from exc
 
 
 def _valid(value: str, typ: str) -> bool:
@@ -749,7 +752,7 @@ def _time_problem(ms: int, min_ms: int) -> str | None:
     if min_ms <= ms < _MAX_FILE_MS:
         return None
     if ms < 0:
-        return f"time {ms} is negative; expected milliseconds since 1970-01-01 UTC"
+        return f"time {ms} is negative ({_iso_ms(ms)}); expected milliseconds since 1970-01-01 UTC"
     if ms < min_ms:
         if min_ms <= ms * 1000 < _MAX_FILE_MS:
             return (f"time {ms} would be {_iso_ms(ms)}: it looks like seconds, and times here are "
@@ -1040,7 +1043,16 @@ def _capture_ticks(src: _Source, market: str | None, symbol: str | None,
         linenos.append(lineno)
     if pending is not None:  # a cut last line is what a killed recorder leaves: warn, keep the rest
         logger.warning("%s: skipped the unparsable last line %d (%s)", src.name, pending[0], pending[1])
-    frame = schema.trades_to_frame(trades)
+    try:
+        frame = schema.trades_to_frame(trades)
+    except (OverflowError, ValueError, TypeError):  # an id or time beyond int64: locate it
+        for i, tr in enumerate(trades):
+            for col, value in (("t", tr.trade_id), ("T", tr.time_ms), ("local_receive_time_ns", tr.recv_ms),
+                               ("f", tr.first_trade_id or 0), ("l", tr.last_trade_id or 0)):
+                if not -2**63 <= int(value) < 2**63:
+                    raise DataFileError(src.name, f"{_shown(value)} does not fit a 64-bit integer; the "
+                                                  "line is damaged", line=linenos[i], column=col) from None
+        raise
     frame, note = _check_ticks(src, frame, lambda i: linenos[i], ("p", "q", "T"), symbol_column="s")
     if symbol is not None:
         frame = _filter_symbol(src, frame, symbol)
@@ -1123,7 +1135,8 @@ def _parse_times(values: pd.Series, src: _Source, linenos: np.ndarray, column: s
             what = "empty" if raw is None or (isinstance(raw, str) and not raw.strip()) else f"{_shown(raw)} is"
             raise DataFileError(src.name, f"{what} not an ISO-8601 time (2024-08-08T23:54:15Z) or an epoch "
                                           "number in s/ms", line=int(linenos[i]), column=column)
-        out[~is_num] = iso.dt.as_unit("ns").astype(np.int64).to_numpy() // 1_000_000
+        # In ms, not ns: a year such as 0024 or 3000 parses but does not fit int64 ns.
+        out[~is_num] = iso.dt.as_unit("ms").astype(np.int64).to_numpy()
     return out
 
 
@@ -1420,7 +1433,7 @@ def _ohlc_bars(src: _Source, sniff: _Sniff) -> pd.DataFrame:
         if m:
             raise DataFileError(src.name, f"expected {m.group(1)} fields, got {m.group(3)}; every row needs "
                                           "the header's columns", line=int(m.group(2))) from exc
-        raise DataFileError(src.name, f"cannot parse as CSV: {exc}") from exc
+        raise DataFileError(src.name, f"cannot parse as CSV: {' '.join(str(exc).split())[:200]}") from exc
     except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise DataFileError(src.name, f"cannot read: {exc}") from exc
     linenos = np.arange(1, len(raw) + 1, dtype=np.int64)

@@ -651,3 +651,77 @@ def test_rest_retries_free_memory_and_give_up_in_one_line(tmp_path, monkeypatch)
     assert len(text.splitlines()) == 1
     assert info.value.__cause__ is None  # the earlier attempts are not kept alive by a chain
     assert peak < 8 << 20, peak
+
+
+# ----------------------------------------------------------------------------------
+# a seeded fuzz of every file format: only QuantlabErrors, each one line
+# ----------------------------------------------------------------------------------
+def _fuzz_bases() -> dict[str, bytes]:
+    usdm = "id,price,qty,quote_qty,time,is_buyer_maker\n" + "\n".join(
+        ",".join(trade_row(i).split(",")[:6]) for i in range(20)) + "\n"
+    return {
+        NAME: trades_text(20).encode(),
+        "BTCUSDT-trades-um-2024-08-08.csv": usdm.encode(),
+        "BTCUSDT-aggTrades-2024-08-08.csv": "".join(
+            f"{i},100.5,0.2,{i * 3},{i * 3 + 2},{T0 + i},true,true\n" for i in range(20)).encode(),
+        "AAAUSDT-1m-2024-01-01.csv": kline_text(20).encode(),
+        "AAAUSDT.csv": ohlc_text(20).encode(),
+        "spot_ticks.ndjson": "".join(f'{{"symbol":"BTCUSDT","ts":"2024-08-08T00:00:{i:02d}Z","price":1.5,'
+                                     f'"size":2}}\n' for i in range(20)).encode(),
+        "spot_btcusdt_20240808.gz": "".join(cap_line(T0 * 1_000_000 + i, i) for i in range(20)).encode(),
+    }
+
+
+def _mutate(rng, data: bytes) -> bytes:
+    b = bytearray(data)
+    k = rng.randrange(9)
+    if k == 0:
+        del b[rng.randrange(len(b)):]
+    elif k == 1:
+        b[rng.randrange(len(b))] = rng.randrange(256)
+    elif k == 2:
+        b[rng.randrange(len(b) + 1):0] = bytes([rng.choice([0, 13, 10, 44, 34, 123, 125, 255])]) * rng.randrange(1, 4)
+    elif k == 3:
+        i = rng.randrange(len(b))
+        b[i:i] = rng.choice([b"nan", b"inf", b"-1", b"1e308", b'"', b"9" * 30, b"\xef\xbb\xbf", "é".encode()])
+    elif k == 4:
+        b = bytearray(data.replace(b"\n", b"\r", rng.randrange(1, 4)))
+    elif k == 5:
+        b = bytearray(data.replace(b",", b";", 1))
+    elif k == 6:
+        i = rng.randrange(len(b))
+        del b[i:rng.randrange(i, len(b) + 1)]
+    elif k == 7:
+        b = bytearray(data.replace(b"\n", b"\n\n", 2))
+    else:
+        b += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+    return bytes(b)
+
+
+def test_fuzzed_files_raise_only_one_line_quantlab_errors(tmp_path):
+    import random
+
+    from quantlab import io
+    from quantlab.errors import QuantlabError
+
+    rng = random.Random(13)
+    bases = _fuzz_bases()
+    refused = 0
+    for n in range(200):
+        name = rng.choice(sorted(bases))
+        data = bases[name]
+        for _ in range(rng.randrange(1, 3)):
+            data = _mutate(rng, data)
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        try:
+            if n % 2:
+                io.load_files([path])
+            else:
+                io.load_file(path, market="spot" if name.endswith(".ndjson") else None)
+        except QuantlabError as exc:  # anything else fails the test with its traceback
+            refused += 1
+            text = str(exc)
+            assert "\n" not in text and len(text) < 900, (n, text[:2000])
+            assert name in text or "symbol" in text or "market" in text, (n, text)
+    assert refused > 50  # the mutations do produce bad files
