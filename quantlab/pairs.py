@@ -148,8 +148,15 @@ def import_files_cli(args: Any) -> int:
     total_new = total_dup = 0
     store = None  # opened after the first file loads: a bad first file leaves --db untouched
     try:
-        for path in args.files:
-            loaded = io.load_file(path, symbol=args.symbol, market=args.market)
+        for done, path in enumerate(args.files):
+            try:
+                loaded = io.load_file(path, symbol=args.symbol, market=args.market)
+            except DataFileError as exc:
+                if not done:
+                    raise
+                # Each file is one transaction: say what is already stored.
+                raise DataFileError(exc.path, f"{exc.reason}; the {done} file(s) before it were imported, "
+                                              "nothing of this one", exc.line, exc.column) from exc
             if loaded.is_bars:
                 raise DataFileError(path, f"holds {loaded.format} bars, not trades; the store keeps "
                                     "trades (use `quantlab analyze --files` for bar files)")

@@ -741,6 +741,13 @@ def _bar_rows(keys: list, code: np.ndarray, t: np.ndarray, ids: np.ndarray, p: n
     return [(*k, *rest) for k, rest in zip(group_keys, zip(*(a.tolist() for a in cols)))]
 
 
+def _readonly_hint(exc: BaseException) -> str:
+    if "readonly" not in str(exc):
+        return ""
+    return ("; the file or its directory is read-only: reading still works (read_only=True, "
+            "quantlab analyze --db), writing needs a writable directory for the -wal/-shm files")
+
+
 # --- the store ------------------------------------------------------------------
 class TickStore:
     """Trades, 1 s bars and gap records in one SQLite file (WAL mode).
@@ -888,7 +895,7 @@ class TickStore:
             if "not a database" in str(exc) or "malformed" in str(exc):
                 raise StoreError(f"not a SQLite tick store ({exc}); pass a store written by quantlab "
                                  "ingest/import, or a new file name", self.path) from exc
-            raise StoreError(f"cannot open ({exc})", self.path) from exc
+            raise StoreError(f"cannot open ({exc}){_readonly_hint(exc)}", self.path) from exc
         except BaseException:
             con.close()
             raise
@@ -993,7 +1000,7 @@ class TickStore:
         hint = ""
         if "locked" in str(exc) or "busy" in str(exc):
             hint = " (another writer held the lock longer than busy_timeout_s)"
-        return StoreError(f"{what} failed: {exc}{hint}", self.path)
+        return StoreError(f"{what} failed: {exc}{hint or _readonly_hint(exc)}", self.path)
 
     @property
     def schema_version(self) -> int:

@@ -412,6 +412,18 @@ def test_some_zero_or_negative_rows_are_counted_reported_and_not_stored(tmp_path
         assert sorted(st.ticks("BTCUSDT")["trade_id"]) == [100, 102, 103, 105]
 
 
+def test_import_stops_at_a_bad_file_and_says_what_was_stored(tmp_path, capsys):
+    from quantlab.store import TickStore
+
+    good = _file(tmp_path, NAME, trades_text(3))
+    bad = _file(tmp_path, "ETHUSDT-trades-2024-08-08.csv", trades_text(3, {1: {"price": "inf"}}))
+    db = tmp_path / "s.db"
+    rc, out, err = _run_main(["import", str(good), str(bad), "--db", str(db)], capsys)
+    _check_one_line(rc, err, [bad.name, "line 2", "the 1 file(s) before it were imported"])
+    with TickStore(db, read_only=True) as st:
+        assert st.count("BTCUSDT") == 3 and st.count() == 3
+
+
 # ----------------------------------------------------------------------------------
 # SQLite files that are not (intact) quantlab stores
 # ----------------------------------------------------------------------------------
@@ -523,7 +535,7 @@ def test_store_in_a_read_only_directory_can_still_be_read():
         f = out_dir / NAME
         f.write_text(trades_text(3))
         proc = _cli(["import", str(f), "--db", str(db)], prefix=prefix)
-        _check_one_line(proc.returncode, proc.stderr, [db.name])
+        _check_one_line(proc.returncode, proc.stderr, [db.name, "read-only", "reading still works"])
         assert digest(db) == before
     finally:
         os.chmod(top / "ro", 0o755)
