@@ -430,3 +430,28 @@ def test_scan_notebook_renders_as_an_offline_report(kline_files, tmp_path):
         browser.close()
         pw.stop()
     assert seen["errors"] == [] and seen["failed"] == [] and seen["blocked"] == []
+
+
+def test_lookback_keeps_the_last_span_and_provenance_counts_bars(kline_files):
+    from quantlab.reports.data import load_report_data
+
+    p = rp.validate_parameters({"files": kline_files, "symbol_y": "ETHUSDT", "symbol_x": "BTCUSDT",
+                                "lookback": "12h"})
+    aligned, prov = load_report_data(p)
+    assert len(aligned) == 12 * 60 and aligned.index[-1] == pd.Timestamp("2024-01-01", tz="UTC") + \
+        pd.Timedelta(minutes=N_BARS - 1)
+    assert prov["n_bars"] == prov["grid_bars"] == 720 and prov["missing_bars"] == 0
+    assert prov["versions"]["quantlab"] and "carried" in prov["gap_policy"]
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--pairs", "ETHUSDT/BTCUSDT"], "out-dir"),
+    (["--pairs", "ETHUSDT", "--out-dir", "d"], "pairs"),
+    (["--y", "ETHUSDT", "--x", "BTCUSDT"], "out"),
+    (["--y", "ETHUSDT", "--x", "BTCUSDT", "--out", "r.pdf"], "out"),
+    (["--pairs-from", "missing.csv", "--out-dir", "d"], "pairs-from"),
+])
+def test_report_usage_errors_exit_2(kline_files, tmp_path, capsys, monkeypatch, argv, field):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--files", *kline_files, *argv]) == 2
+    assert field in _one_line_error(capsys)
