@@ -55,6 +55,36 @@ def _snapshot(page) -> tuple:
             forming.get("last", {}).get("x_close"))
 
 
+def _active_scroll_tools(page) -> list:
+    """Scroll tools active in any rendered plot's toolbar (should be none)."""
+    return page.evaluate("""() => {
+        const out = [];
+        for (const doc of window.Bokeh.documents) for (const m of doc.all_models) {
+            if (m.type === 'Toolbar' || (m.constructor && m.constructor.name === 'Toolbar')) {
+                const a = m.active_scroll;
+                if (a && a !== 'auto') out.push(String(a.type || a));
+                if (a === 'auto') out.push('auto');
+            }
+        }
+        return out; }""")
+
+
+def _x_range(page) -> tuple:
+    return tuple(page.evaluate("""(name) => {
+        for (const doc of window.Bokeh.documents) for (const m of doc.all_models)
+            if (m.x_range && m.renderers && m.renderers.length)
+                return [m.x_range.start, m.x_range.end];
+        return [null, null]; }""", BARS))
+
+
+def _scroll_top(page) -> float:
+    return page.evaluate("""() => {
+        let best = 0;
+        for (const el of document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook'))
+            best = Math.max(best, el.scrollTop);
+        return best + window.scrollY; }""")
+
+
 def test_live_monitor_in_jupyterlab(tmp_path):
     root = tmp_path / "nb"
     root.mkdir()
@@ -143,6 +173,40 @@ def test_live_monitor_in_jupyterlab(tmp_path):
             fail("a shorter window must give z-scores for more bars", "slider-count")
 
         phase("slider done")
+        # 3b) the page scrolls over the plots: no tool owns the wheel, the time
+        #     axis follows the newest bars until the user pans, a double click
+        #     returns to following
+        assert _active_scroll_tools(page) == [], fail("a tool captures the wheel", "wheel-tool")
+        canvas = page.locator("canvas").first
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        r0, top0 = _x_range(page), _scroll_top(page)
+        page.mouse.move(cx, cy)
+        page.mouse.wheel(0, 300)
+        wait_until(lambda: _scroll_top(page) != top0, timeout=5,
+                   message="the notebook to scroll under the wheel")
+        r1 = _x_range(page)
+        assert abs((r1[1] - r1[0]) - (r0[1] - r0[0])) < 1e-6 * abs(r0[1] - r0[0]) + 1, \
+            fail(f"the wheel zoomed the plot: {r0} -> {r1}", "wheel-zoom")
+        # following: the end of the time axis moves with new bars
+        end0 = _x_range(page)[1]
+        wait_until(lambda: _x_range(page)[1] > end0, timeout=10, message="the axis to follow")
+        # a drag (pan) stops following ...
+        box = canvas.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(cx, cy)
+        page.mouse.down()
+        page.mouse.move(cx + 200, cy, steps=8)
+        page.mouse.up()
+        panned = _x_range(page)
+        page.wait_for_timeout(2500)  # more than two bars: following would move the axis
+        assert _x_range(page) == panned, fail("the axis moved after the user panned", "pan")
+        # ... a double click follows again
+        page.mouse.dblclick(cx, cy)
+        wait_until(lambda: _x_range(page)[1] > panned[1] + 500, timeout=10,
+                   message="the axis to follow again after a double click")
+        phase("wheel, follow done")
         # 4) Stop stops the stream; the kernel is still usable
         page.get_by_role("button", name="Stop").click()
         wait_until(lambda: "stopped" in page.locator(".widget-html", has_text="trades/s")
@@ -159,3 +223,24 @@ def test_live_monitor_in_jupyterlab(tmp_path):
 
         # 5) no JavaScript errors
         assert browser.errors == [], fail(f"console errors: {browser.errors}", "console")
+
+
+def test_live_benchmark_harness_short_run(tmp_path):
+    """benchmarks/live.py for a few seconds at one rate: it measures tick to
+    screen in the page, the 1+1 latency and memory, and prints them."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "live.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "live.py"), "--rates",
+                           "200", "--seconds", "5", "--probes", "1", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert "tick to screen p50" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    r = json.loads(out.read_text())["rates"][0]
+    tts = r["tick_to_screen_ms"]
+    assert 0 < tts["p50"] <= tts["p95"] <= tts["p99"] < 10_000, tts
+    assert 0 < r["one_plus_one_s"]["worst"] < 10, r["one_plus_one_s"]
+    assert r["js_heap_mb"] > 1 and r["kernel_rss_mb"] > 10
+    assert r["console_errors"] == []

@@ -227,10 +227,15 @@ class PairPlots:
 
         self.figures = [price, spread, z, corr, hedge, vol]
         for p in self.figures[:-1]:
-            # One time axis, at the bottom. Hidden, not just emptied: BokehJS resolves
+            # One time axis, at the bottom. Removed, not just emptied: BokehJS resolves
             # CSS colours for every label it paints (getComputedStyle), which in
-            # JupyterLab's large DOM is the main cost of a repaint.
-            p.xaxis.visible = False
+            # JupyterLab's large DOM is the main cost of a repaint; and every model
+            # of the document costs the kernel time in each streamed update (Bokeh
+            # serialises a reference map of all of them per message).
+            for ax in list(p.below):
+                p.below.remove(ax)
+            for grid in [r for r in p.center if getattr(r, "dimension", None) == 0]:
+                p.center.remove(grid)
         self.layout = column(*self.figures, name=f"{s.label}:layout")
 
     # -- updates (UI pump / user actions only, on the kernel loop) ---------------------
