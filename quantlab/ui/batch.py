@@ -6,7 +6,8 @@ resynchronisation with the store after a gap recomputes every kept bar. Replayin
 10,000 bars one by one through :class:`~quantlab.analytics.LivePairState` costs
 25-650 ms per state (Huber re-fits each bar's window); the vectorised batch path,
 :func:`quantlab.analytics.analyze` and :func:`quantlab.analytics.hedge_series`,
-gives the same per-bar values in a few milliseconds. The live states then only
+gives the same per-bar values in a few milliseconds (:func:`analytics_columns`
+runs the steps of ``analyze`` itself, without its in-sample summary). The live states then only
 need to *continue* from the last bar:
 
 * windowed methods (rolling OLS, Huber, Theil-Sen) depend on the last
@@ -104,7 +105,9 @@ def analytics_columns(y: np.ndarray, x: np.ndarray, *, window: int, hedge: str,
     fit; ``reuse`` maps comparison columns to values still valid (a hedge
     change leaves them as they are).
     """
-    from quantlab.analytics import analyze, hedge_series, kalman_filter
+    from quantlab.analytics import (hedge_series, kalman_filter, log_returns, rolling_corr,
+                                    rolling_half_life, rolling_zscore)
+    from quantlab.analytics.hedge import default_refit_every
 
     n = int(y.size)
     m = _norm(hedge)
@@ -115,16 +118,30 @@ def analytics_columns(y: np.ndarray, x: np.ndarray, *, window: int, hedge: str,
     kp = {} if kalman_params is None else {"kalman_delta": kalman_params.delta,
                                             "kalman_obs_var": kalman_params.obs_var}
     if n >= max(window, 20) and (m != "kalman" or n >= kw):
-        a = analyze(y, x, window=window, hedge=m, health=False,
-                    **({"kalman_warmup": kw, **kp} if m == "kalman" else {}))
-        f = a.frame
-        for c in _MAIN:
-            out[c] = f[c].to_numpy(dtype=np.float64)
-        if m == "kalman":
-            kparams = a.kalman
-            kbeta = f["kalman_beta"].to_numpy(dtype=np.float64)
-    elif m == "kalman":
-        pass  # still warming up: NaN, as the live state says
+        # analyze()'s per-bar columns, step by step with the same functions (its
+        # in-sample summary, ADF and Engle-Granger over all bars, is not needed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if m == "kalman":
+                k = kalman_filter(y, x, warmup=kw, delta=kp.get("kalman_delta"),
+                                  obs_var=kp.get("kalman_obs_var"))
+                kparams = k.params
+                spread = np.asarray(k.spread, dtype=np.float64)
+                out.update(beta=np.asarray(k.beta_prior, dtype=np.float64),
+                           alpha=np.asarray(k.alpha_prior, dtype=np.float64), spread=spread,
+                           spread_mean=np.where(np.isfinite(spread), 0.0, np.nan),
+                           spread_std=np.sqrt(np.asarray(k.innovation_var, dtype=np.float64)),
+                           zscore=np.asarray(k.zscore, dtype=np.float64))
+                kbeta = np.asarray(k.beta, dtype=np.float64)
+            else:
+                hs = hedge_series(y, x, method=m, window=window,
+                                  refit_every=default_refit_every(m, window))
+                spread = y - hs.beta * x - hs.alpha
+                z, mean, std = rolling_zscore(spread, window)
+                out.update(beta=np.asarray(hs.beta, dtype=np.float64),
+                           alpha=np.asarray(hs.alpha, dtype=np.float64), spread=spread,
+                           spread_mean=mean, spread_std=std, zscore=z)
+            out["corr"] = rolling_corr(log_returns(y), log_returns(x), window)
+            out["half_life"] = rolling_half_life(spread, window)
     reuse = reuse or {}
     for col, method in COMPARE:
         if col in reuse and _norm(method) != m:

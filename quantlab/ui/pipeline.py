@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import itertools
 import operator
 import logging
@@ -540,6 +541,18 @@ class PairPipeline:
 
     def _rebuild(self, cols: Mapping[str, np.ndarray], reuse: Mapping[str, tuple] | None = None
                  ) -> None:
+        # Building ~10,000 row dicts would trigger several full cyclic-GC passes
+        # over every kept row (half the time of a rebuild): none are cycles.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._rebuild_rows(cols, reuse)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _rebuild_rows(self, cols: Mapping[str, np.ndarray],
+                      reuse: Mapping[str, tuple] | None = None) -> None:
         """Replace the kept rows by ``cols`` (``t`` and the leg OHLCV columns of
         :data:`ROW_COLUMNS`, oldest first) with their analytics, and start the
         live states after the last of them.
@@ -776,39 +789,49 @@ class PairPipeline:
         plot data once. History never re-fires alerts; the alert log is kept
         unless the rules change.
         """
-        from quantlab.ui import batch
-
         old_rules, old_hedge, old_state = self.spec.rules, self.spec.hedge, self.state
         old_window = self.spec.window
         self.spec = dataclasses.replace(self.spec, **changes)
         if self.spec.rules != old_rules:
             self.alerts = self._new_alerts()
         if {"window", "hedge"} & set(changes):
-            reuse = {}
-            same_kalman = batch.kalman_warmup(old_window) == batch.kalman_warmup(self.spec.window)
-            if len(self.rows) and self._batch_ok():
-                # Comparison ratios whose values do not depend on the change keep
-                # their column and state: all of them for a hedge change (the old
-                # main state serves as the comparison it now is); for a window
-                # change the expanding OLS (the window is only its minimum: the
-                # kept warm-up rows are never plotted) and the Kalman filter
-                # while its warm-up length stays.
-                for col, method in batch.COMPARE:
-                    if "window" in changes and (method == "rolling_ols" or (
-                            method == "kalman" and not same_kalman)):
-                        continue
-                    st = self._compare.get(col, None)
-                    if st is None and method == old_hedge:
-                        st = old_state
-                    if st is not None and method != self.spec.hedge:
-                        vals = np.fromiter((r[col] for r in self.rows), dtype=np.float64,
-                                           count=len(self.rows))
-                        if method == "ols":
-                            vals[:self.spec.window - 1] = NAN
-                        reuse[col] = (st, vals)
-            self._rebuild(_columns_of_rows(list(self.rows)), reuse=reuse)
+            enabled = gc.isenabled()
+            gc.disable()  # see _rebuild
+            try:
+                self._reconfigure_rows(changes, old_hedge, old_state, old_window)
+            finally:
+                if enabled:
+                    gc.enable()
         self._forming_dirty = True
         return self.plot_rows()
+
+    def _reconfigure_rows(self, changes: Mapping[str, Any], old_hedge: str, old_state: Any,
+                          old_window: int) -> None:
+        from quantlab.ui import batch
+
+        reuse = {}
+        same_kalman = batch.kalman_warmup(old_window) == batch.kalman_warmup(self.spec.window)
+        if len(self.rows) and self._batch_ok():
+            # Comparison ratios whose values do not depend on the change keep
+            # their column and state: all of them for a hedge change (the old
+            # main state serves as the comparison it now is); for a window
+            # change the expanding OLS (the window is only its minimum: the
+            # kept warm-up rows are never plotted) and the Kalman filter
+            # while its warm-up length stays.
+            for col, method in batch.COMPARE:
+                if "window" in changes and (method == "rolling_ols" or (
+                        method == "kalman" and not same_kalman)):
+                    continue
+                st = self._compare.get(col, None)
+                if st is None and method == old_hedge:
+                    st = old_state
+                if st is not None and method != self.spec.hedge:
+                    vals = np.fromiter((r[col] for r in self.rows), dtype=np.float64,
+                                       count=len(self.rows))
+                    if method == "ols":
+                        vals[:self.spec.window - 1] = NAN
+                    reuse[col] = (st, vals)
+        self._rebuild(_columns_of_rows(list(self.rows)), reuse=reuse)
 
     # -- views -----------------------------------------------------------------------
     def frame(self, last: int | None = None) -> pd.DataFrame:
