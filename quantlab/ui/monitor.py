@@ -899,11 +899,11 @@ class LiveMonitor:
 
         Path(params.db_path).parent.mkdir(parents=True, exist_ok=True)
         # Trades reach the plots only once stored (what is shown is in the store):
-        # a 50 ms writer batch keeps that part of tick-to-screen small.
+        # a 25 ms writer batch keeps that part of tick-to-screen small.
         settings = IngestSettings(symbols=self._symbols(params), db_path=params.db_path,
                                   market=params.market, stream=params.stream,
                                   ws_base=ws_base, rest_base=rest_base,
-                                  batch_max_delay_s=0.05)
+                                  batch_max_delay_s=0.025)
         factory = self._ingester_factory or Ingester
         self.ingester = factory(settings)
         self.ingester.start()

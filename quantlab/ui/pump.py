@@ -222,8 +222,11 @@ class UiPump:
     async def _run(self) -> None:
         try:
             while True:
+                t0 = self.clock()
                 self.tick()
-                await asyncio.sleep(self.interval_s)
+                # a fixed period, not a fixed pause: a slow step does not add
+                # its own duration to every trade's wait (tick-to-screen)
+                await asyncio.sleep(max(0.01, self.interval_s - (self.clock() - t0)))
         except asyncio.CancelledError:
             pass
 
