@@ -24,7 +24,7 @@ lab: setup
 	$(BIN)/python -m quantlab lab
 
 bench: setup
-	@for b in benchmarks/ingest.py benchmarks/store.py benchmarks/analytics.py benchmarks/backtest.py benchmarks/archive.py benchmarks/scan.py benchmarks/report.py; do echo "== $$b"; OPENBLAS_NUM_THREADS=1 $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/ingest.py benchmarks/store.py benchmarks/analytics.py benchmarks/backtest.py benchmarks/archive.py benchmarks/scan.py benchmarks/report.py benchmarks/live.py; do echo "== $$b"; OPENBLAS_NUM_THREADS=1 $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) data/demo.db* .pytest_cache

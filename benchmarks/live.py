@@ -16,6 +16,9 @@ the replay server, in headless Debian Chromium, and this script measures:
   machine's. p50 / p95 / p99.
 * **kernel responsiveness**: a new ``1+1`` cell, time until its output shows,
   worst of several probes during the measurement.
+* **parameter changes**: a window change with 10,000 kept bars, from the
+  control to new plot data (batch path + seeded live states + plot data),
+  against replaying every bar through fresh live states;
 * **memory** (``--soak``): browser JS heap (after a GC, CDP
   ``Runtime.getHeapUsage``) and kernel RSS (``/proc/<pid>/status``) every
   minute at 1,000 trades/s; the 30-minute values against the 5-minute ones.
@@ -28,6 +31,7 @@ Usage::
     python benchmarks/live.py                       # 50, 1000, 5000 /s, 30 s each
     python benchmarks/live.py --rates 1000 --seconds 5
     python benchmarks/live.py --soak --soak-minutes 30 --json soak.json
+    python benchmarks/live.py --params-only         # parameter changes, no browser
 
 Needs ``/usr/bin/chromium``; exits 2 with that reason without it.
 """
@@ -278,6 +282,59 @@ def soak(rate: float, minutes: float, workdir: Path, out: Path | None) -> dict:
 TARGETS = {1000.0: 250.0, 5000.0: 500.0}
 
 
+def parameter_changes(bars: int = 10_000, repeats: int = 5) -> list[dict]:
+    """Time from a window or hedge change to new plot data, with ``bars``
+    kept bars: ``PairPipeline.reconfigure`` (batch path + seeded live states)
+    and ``PairPlots.reset`` (the Python side of the plot update), as the
+    monitor's controls run them. Best of ``repeats`` (wall and CPU time: the
+    machine is shared). Baseline: the same recomputation replaying every bar
+    through fresh live states, as before issue 12."""
+    import numpy as np
+    import pandas as pd
+
+    from quantlab.ui.pipeline import PairPipeline, PairSpec
+    from quantlab.ui.plots import PairPlots
+
+    rng = np.random.default_rng(3)
+    n = bars + 600
+    x = 30_000 + np.cumsum(rng.normal(0, 5, n))
+    s = np.zeros(n)
+    for i in range(1, n):
+        s[i] = 0.9 * s[i - 1] + rng.normal()
+    y = 100 + 0.05 * x + s
+    idx = pd.DatetimeIndex(pd.to_datetime(1_700_000_000_000 + 1000 * np.arange(n), unit="ms",
+                                          utc=True), name="open_time")
+
+    def frame(c):
+        return pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0,
+                             "quote_volume": c, "trade_count": 3, "vwap": c,
+                             "taker_buy_volume": 0.0, "is_empty": False, "is_forming": False},
+                            index=idx)
+    out = []
+    for hedge in ("rolling_ols", "ols", "huber", "theil_sen", "kalman"):
+        spec = PairSpec(symbol_y="ETHUSDT", symbol_x="BTCUSDT", window=60, hedge=hedge,
+                        max_bars=bars)
+        p, plots = PairPipeline(spec), PairPlots(spec)
+        p.add_bars(frame(y), frame(x))
+        times = []
+        for w in (30, 61, 45, 60, 50)[:repeats]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            plots.reset(p.reconfigure(window=w))
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
+        # baseline: replay every kept bar through fresh states (the old reconfigure)
+        t0 = time.perf_counter()
+        p._new_states()
+        for r in list(p.rows):
+            p.state.update(int(r["t"]), r["y_close"], r["x_close"])
+            for st in p._compare.values():
+                if st is not None:
+                    st.update(int(r["t"]), r["y_close"], r["x_close"])
+        replay = time.perf_counter() - t0
+        out.append({"hedge": hedge, "bars": bars, "wall_ms": 1e3 * min(t for t, _ in times),
+                    "cpu_ms": 1e3 * min(c for _, c in times), "replay_ms": 1e3 * replay})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="50,1000,5000", help="trades/s per symbol, comma list")
@@ -286,13 +343,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak", action="store_true", help="memory soak at 1,000 trades/s")
     ap.add_argument("--soak-minutes", type=float, default=30.0)
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--params-only", action="store_true",
+                    help="only the parameter-change timings (no browser)")
+    ap.add_argument("--skip-params", action="store_true",
+                    help="leave out the parameter-change timings")
     args = ap.parse_args(argv)
+    results_params: list = []
+    if not args.soak and not args.skip_params:
+        print("parameter change (window) with 10,000 kept bars, recompute + plot data "
+              "(target < 150 ms):")
+        results_params = parameter_changes()
+        for r in results_params:
+            print(f"  {r['hedge']:12s} {r['wall_ms']:6.0f} ms wall, {r['cpu_ms']:6.0f} ms CPU "
+                  f"(replaying every bar: {r['replay_ms']:6.0f} ms)", flush=True)
+        if args.params_only:
+            return 0
     if not chromium_available():
         print("benchmarks/live.py: Chromium not installed at /usr/bin/chromium "
               "(apt-get install chromium)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="quantlab-live-bench-"))
-    results: dict = {"rates": []}
+    results: dict = {"rates": [], "parameter_change": results_params}
     ok = True
     try:
         if args.soak:

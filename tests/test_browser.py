@@ -234,7 +234,8 @@ def test_live_benchmark_harness_short_run(tmp_path):
 
     out = tmp_path / "live.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "live.py"), "--rates",
-                           "200", "--seconds", "5", "--probes", "1", "--json", str(out)],
+                           "200", "--seconds", "5", "--probes", "1", "--skip-params",
+                           "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     assert "tick to screen p50" in proc.stdout, proc.stdout + proc.stderr[-2000:]
