@@ -85,6 +85,32 @@ def plan_chunks(symbols: Sequence[str], pairs_per_task: int = 200
     return chunks
 
 
+_tuned = False
+
+
+def _tune_allocator() -> None:
+    """Keep numpy's temporaries (a few hundred kB per window) on glibc's heap.
+
+    Dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``
+    (``distributed.nanny.pre-spawn-environ``); setting it disables glibc's
+    sliding mmap threshold, so every array above 128 kB is a fresh ``mmap`` the
+    kernel zero-fills, and this workload costs ~3x the CPU (measured). Once per
+    process: mmap only above 64 MB, trim above 128 MB free. A no-op off glibc.
+    """
+    global _tuned
+    if _tuned:
+        return
+    _tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 2**20)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 2**20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def run_chunk(task: ChunkTask) -> list[dict[str, Any]]:
     """Worker side: read each symbol's formation and evaluation windows from
     the archive by path and compute every pair's row. The formation figures
@@ -96,6 +122,7 @@ def run_chunk(task: ChunkTask) -> list[dict[str, Any]]:
         return window_arrays(task.archive, symbol, task.timeframe, task.market, span[0], span[1],
                              token=task.scan_id)
 
+    _tune_allocator()
     rows = []
     for y, x in task.pairs:
         form = pair_window(read(y, task.windows.formation), read(x, task.windows.formation))
@@ -294,7 +321,8 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
     workers : local worker processes (default: the machine's CPU count).
     client, scheduler : a ``dask.distributed.Client``, or a scheduler address
         to connect one (closed afterwards); overrides ``workers``.
-    pairs_per_task : about this many pairs per task.
+    pairs_per_task : at most about this many pairs per task (fewer when needed to give
+        every worker ~4 tasks, so the last one does not hold up the scan).
     progress : True for a progress bar on stderr, or a :class:`Progress`.
     ledger : a :class:`quantlab.ledger.Ledger` or its path: record every pair x
         ordering tested as a ``scan`` trial once the results are back
@@ -327,7 +355,20 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
         if not Path(path).is_dir():
             raise ConfigError("archive", str(archive), "an archive folder written by quantlab archive")
         syms = _universe(symbols, path, timeframe, market)
-        chunks = plan_chunks(syms, pairs_per_task)
+        if scheduler is not None and client is None:
+            from distributed import Client
+
+            client = stack.enter_context(Client(scheduler))
+        if client is not None:
+            slots = max(1, sum(client.nthreads().values()))
+        else:
+            slots = int(workers) if workers is not None else (os.cpu_count() or 1)
+            if slots < 1:
+                raise ConfigError("workers", workers, "an integer >= 1")
+        # at least ~4 tasks per worker slot, so the last task does not hold up the scan
+        n_pairs = len(syms) * (len(syms) - 1) // 2
+        per_task = max(1, min(int(pairs_per_task), -(-n_pairs // (4 * slots))))
+        chunks = plan_chunks(syms, per_task)
         scan_id = uuid.uuid4().hex
         tasks = [ChunkTask(path, timeframe, market, windows, settings, c, scan_id,
                            ledger is not None) for c in chunks]
@@ -341,20 +382,14 @@ def scan(symbols: Sequence[str] | None = None, *, timeframe: str = "1m",
             bar.update(len(chunk_rows))
 
         t0 = time.perf_counter()
-        if scheduler is not None and client is None:
-            from distributed import Client
-
-            client = stack.enter_context(Client(scheduler))
         try:
             if client is not None:
                 executor = f"dask ({client.scheduler.address})"
                 _run_dask(tasks, client, on_done)
             else:
-                n = int(workers) if workers is not None else (os.cpu_count() or 1)
-                if n < 1:
-                    raise ConfigError("workers", workers, "an integer >= 1")
-                executor = f"local pool of {min(n, len(tasks))}" if n > 1 else "this process"
-                _run_local(tasks, n, on_done)
+                executor = (f"local pool of {min(slots, len(tasks))}" if slots > 1
+                            else "this process")
+                _run_local(tasks, slots, on_done)
         finally:
             bar.close()
         elapsed = time.perf_counter() - t0
