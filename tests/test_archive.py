@@ -282,6 +282,20 @@ def test_cli_archive_then_analyze_and_backtest_from_archive(tmp_path: Path, caps
                  str(tmp_path / "e.csv"), "--summary", str(tmp_path / "b.json")]) == 0
 
 
+def test_cli_archive_from_store(store_2days: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "arch"
+    assert main(["archive", "--db", str(store_2days), "--out", str(out), "--ticks",
+                 "--timeframes", "1s,5m", "--symbols", "ETHUSDT"]) == 0
+    assert "bars_5m: 2 written" in capsys.readouterr().out
+    assert qa.list_symbols(out) == ["ETHUSDT"] and set(qa.bar_datasets(out)) == {"bars_1s", "bars_5m"}
+    assert qa.partition_path(out, "ticks", "spot", "ETHUSDT", "2022-01-02").is_file()
+    rc = main(["archive", "--db", str(store_2days), "--out", str(out), "--symbols", "SOLUSDT"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "SOLUSDT" in err and len(err.splitlines()) == 1
+    rc = main(["archive", "--db", str(store_2days), "--out", str(out), "--timeframes", "7m"])
+    assert rc == 2 and "divide a day" in capsys.readouterr().err
+
+
 def test_cli_bad_archive_input_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
     src = tmp_path / "files"
     src.mkdir()
