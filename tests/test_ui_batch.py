@@ -137,3 +137,38 @@ def test_corrected_alerts_are_marked_in_the_store_log(tmp_path):
         sorted(log["corrected"].tolist()) == [False, True, True]
     assert log["message"].str.startswith("[withdrawn] ").sum() == 1
     assert is_corrected(corrected_event(ev)) and not is_corrected(ev)
+
+
+def test_resync_inserts_missing_bars_and_marks_corrected_alerts():
+    """The store holds a spike the feed missed and bars it never showed: the
+    resync inserts them, recomputes z, and the alert the spike fires is sent
+    to the sinks marked [corrected]; undoing it withdraws the alert."""
+    t, y, x = _pair(400, seed=9)
+    spec = PairSpec(symbol_y="ETHUSDT", symbol_x="BTCUSDT", window=20, max_bars=1000,
+                    rules=("zscore > 4",))
+    p = PairPipeline(spec)
+    got = []
+    p.set_alert_sinks([got.append])
+    keep = np.ones(t.size, bool)
+    keep[300:310] = False                 # ten bars the feed never delivered
+    p.add_bars(*_bars_frames(t[keep], y[keep], x[keep]))
+    assert len(p.rows) == 395  # the first 5 missing carried (align_pair), then a hole
+    y2 = y.copy()
+    y2[305] += 40.0                       # ... one of them a spike
+    res = p.resync(*_bars_frames(t, y2, x))
+    assert res is not None and res.t_from == int(t[300])
+    assert (res.inserted, res.corrected) == (5, 5)  # the hole filled, the carried bars real
+    assert [r["t"] for r in p.rows] == [float(v) for v in t]
+    z = {int(r["t"]): r["zscore"] for r in p.rows}
+    assert z[int(t[305])] > 4
+    ref = PairPipeline(spec)
+    ref.add_bars(*_bars_frames(t, y2, x))  # the same bars loaded at once: same analytics
+    assert all(_close(a["zscore"], b["zscore"]) for a, b in zip(p.rows, ref.rows))
+    fired = [ev for ev in got if ev.time_ms == int(t[305])]
+    assert fired and all(ev.message.startswith("[corrected] ") for ev in fired)
+    assert any(ev.message.startswith("[corrected] ") for ev in p.alerts.events)
+    got.clear()
+    res = p.resync(*_bars_frames(t, y, x))  # the store's bars were the calm ones after all
+    assert res is not None and res.corrected == 1 and res.inserted == 0
+    assert [ev.message[:12] for ev in got if ev.time_ms == int(t[305])] == ["[withdrawn] "]
+    assert p.resync(*_bars_frames(t, y, x)) is None  # nothing left to change

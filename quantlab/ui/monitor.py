@@ -1008,6 +1008,15 @@ class LiveMonitor:
                 v.plots.bars.patch({c: [(span, [r[c] for r in shown[first:]])] for c in cols})
         else:
             v.plots.reset(rows, holes=self._store_holes(store, v), keep_alerts=True)
+        fired = [ev for ev in res.alerts if not ev.message.startswith("[withdrawn]")]
+        if fired:  # markers of the alerts the corrected bars fire
+            by_t = {int(r["t"]): r for r in rows}
+            marks = [(ev, by_t.get(int(ev.time_ms))) for ev in fired]
+            v.plots.alerts.stream({
+                "t": [float(ev.time_ms) for ev, _ in marks],
+                "t_mid": [r["t_mid"] if r else float(ev.time_ms) for ev, r in marks],
+                "zscore": [r["zscore"] if r else math.nan for ev, r in marks],
+                "text": [ev.message for ev, _ in marks]}, rollover=v.plots.sink.max_alerts)
         v.refresh_panels(force=True)
         return res
 

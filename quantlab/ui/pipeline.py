@@ -252,7 +252,7 @@ class PairPipeline:
         self.slow_metrics: dict[str, float] = {}
         #: open times (ms) of bars that received trades after they were closed
         #: (backfilled after a reconnect, or in flight past the grace), to be
-        #: corrected from the store by the view (:meth:`correct_bars`)
+        #: resynchronised with the store by the view (:meth:`resync`)
         self._late: set[int] = set()
         self.bars_corrected = 0      # kept rows whose OHLCV was replaced from the store
         self.bars_inserted = 0       # rows the store had and the live feed had not
@@ -733,11 +733,11 @@ class PairPipeline:
         self.bars_corrected += corrected
         self.resyncs += 1
         self._forming_dirty = True
-        events = self.reevaluate_alerts(t_from, old_rows)
+        events = self.reevaluate_alerts(t_from)
         return Resync(t_from=t_from, inserted=inserted, removed=removed, corrected=corrected,
                       alerts=events)
 
-    def reevaluate_alerts(self, t_from: int, old_rows: Sequence[dict] = ()) -> list:
+    def reevaluate_alerts(self, t_from: int) -> list:
         """Re-run the alert rules over the kept rows after a correction from
         ``t_from`` (ms) on. A fresh engine goes over every kept row (the rows
         before ``t_from`` only set the rules' state); events at or after
