@@ -235,3 +235,16 @@ def test_real_day_of_btc_eth_minutes(shared_data: Path) -> None:
     rsi = full["y_rsi_14"].dropna()
     assert rsi.between(0, 100).all() and rsi.std() > 5
     assert full["corr"].iloc[-1] > 0.5  # ETH and BTC move together
+
+
+def test_features_and_archive_import_no_ui_threads_or_handlers() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import logging, sys, threading\nn = threading.active_count()\n"
+             "import quantlab.features, quantlab.archive\n"
+             "heavy = sorted(m for m in ('bokeh', 'ipywidgets', 'jupyter_bokeh', 'websockets', 'tornado')"
+             " if m in sys.modules)\n"
+             "print(heavy, threading.active_count() - n, len(logging.getLogger().handlers))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] 0 0"
