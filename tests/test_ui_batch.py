@@ -172,3 +172,24 @@ def test_resync_inserts_missing_bars_and_marks_corrected_alerts():
     assert res is not None and res.corrected == 1 and res.inserted == 0
     assert [ev.message[:12] for ev in got if ev.time_ms == int(t[305])] == ["[withdrawn] "]
     assert p.resync(*_bars_frames(t, y, x)) is None  # nothing left to change
+
+
+@pytest.mark.parametrize("hedge", ["ols", "kalman", "huber"])
+def test_hedge_change_equals_a_fresh_load_with_that_hedge(hedge):
+    """A hedge change reuses the comparison ratios and their live states: the
+    rows and the next live bar equal those of a pipeline loaded with it."""
+    t, y, x = _pair(1200, seed=6)
+    base = dict(symbol_y="ETHUSDT", symbol_x="BTCUSDT", window=20, max_bars=1000)
+    p = PairPipeline(PairSpec(**base))
+    p.add_bars(*_bars_frames(t, y, x))
+    k = t.size - len(p.rows)  # the bars it keeps (plotted + warm-up) are its whole history
+    rows = p.reconfigure(hedge=hedge)
+    ref = PairPipeline(PairSpec(**base, hedge=hedge))
+    ref.add_bars(*_bars_frames(t[k:], y[k:], x[k:]))
+    bad = [(a["t"], k, a[k], b[k]) for a, b in zip(rows, ref.plot_rows())
+           for k in ANALYTICS_COLUMNS if not _close(a[k], b[k], rtol=1e-6, atol=1e-6)]
+    assert not bad, f"{len(bad)} values differ, e.g. {bad[:4]}"
+    bar = (int(t[-1]) + 1000, (y[-1] + 1,) * 4 + (1.0, y[-1], 3), (x[-1],) * 4 + (1.0, x[-1], 3))
+    ra, _ = p._commit(*bar, evaluate_alerts=False)
+    rb, _ = ref._commit(*bar, evaluate_alerts=False)
+    assert all(_close(ra[k], rb[k], rtol=1e-6, atol=1e-6) for k in ANALYTICS_COLUMNS)
