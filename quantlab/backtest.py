@@ -121,6 +121,9 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+# One implementation per rule (issue 14): the default rolling beta/z of sweep() is
+# quantlab.analytics' (rolling_ols + rolling_zscore), re-exported here under its old name.
+from quantlab.analytics.hedge import rolling_beta_zscore
 from quantlab.config import require_choice, settings_from_dict
 from quantlab.errors import ConfigError, InsufficientData
 
@@ -908,117 +911,13 @@ def backtest(data: pd.DataFrame | Mapping[str, Any], settings: BacktestSettings 
 
 
 # --- default causal z-score per window ------------------------------------------------------
-def _rolling_sum(a: np.ndarray, w: int) -> np.ndarray:
-    """Sum over bars t-w+1..t (NaN before bar w-1), O(n).
-
-    Prefix sums restart every ``w`` bars (blocks of ``w``), so no partial sum
-    spans more than ``w`` values and the rounding error stays that of a
-    ``2w``-term sum instead of growing with the series length (a plain
-    cumulative sum over 1M BTC-sized prices loses ~4 digits of the variance).
-    With :math:`L` the in-block prefix sums and :math:`b = w\\lfloor t/w \\rfloor`:
-    :math:`S_t = L_t + (L_{b-1} - L_{t-w})`. Each value depends only on
-    bars <= t, and is bit-identical on any prefix of the data containing t.
-    """
-    n = a.size
-    out = np.empty(n)
-    out[:w - 1] = np.nan
-    if n < w:
-        out[:] = np.nan
-        return out
-    nb = -(-n // w)
-    padded = np.zeros(nb * w)
-    padded[:n] = a
-    # L[0] = 0 stands for "before the first bar"; L[i + 1] = in-block prefix sum at bar i
-    L = np.empty(nb * w + 1)
-    L[0] = 0.0
-    np.cumsum(padded.reshape(nb, w), axis=1, out=L[1:].reshape(nb, w))
-    # for bar t in block k: L[k w] is the previous block's total (L[0] = 0)
-    prev_total = np.repeat(L[0:nb * w:w], w)[w - 1:n]
-    out[w - 1:] = L[w:n + 1] + (prev_total - L[0:n - w + 1])
-    return out
-
-
-def rolling_beta_zscore(y: Any, x: Any, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Causal rolling OLS hedge ratio and spread z-score, closed form.
-
-    For each bar t, over the ``window`` bars t-w+1..t:
-
-    .. math::
-
-        \\beta_t = \\frac{\\sum (x-\\bar x)(y-\\bar y)}{\\sum (x-\\bar x)^2},\\qquad
-        s_t = y_t - \\beta_t x_t,\\qquad
-        z_t = \\frac{s_t - \\overline{s}_{t}}{\\mathrm{sd}_{t}(s)}
-
-    where the mean and sample standard deviation (ddof 1) of the spread are
-    taken over the last ``window`` spreads, each computed with its own causal
-    :math:`\\beta`. Uses bars up to and including t only: ``beta`` is NaN for
-    the first ``window - 1`` bars, ``zscore`` for the first ``2 window - 2``.
-    Windowed sums come from block-restarted cumulative sums (O(n), see
-    ``_rolling_sum``); inputs are shifted by their first value to limit
-    cancellation (a causal shift). Agrees with pandas ``rolling`` cov/var/std
-    to ~1e-7 in z; against an extended-precision reference it is ~3e-9 in z
-    over 200k BTC-sized bars. Inputs should be finite: a NaN makes ``beta``
-    and ``zscore`` NaN for up to ``2 window`` bars after it.
-
-    This is the fallback used by :func:`sweep` when the caller gives no
-    ``zscore_for_window``; :mod:`quantlab.analytics` is the reference
-    implementation of the per-bar statistics.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> x = 100 + np.cumsum(rng.normal(size=300))
-    >>> y = 2 * x + rng.normal(scale=0.1, size=300)
-    >>> beta, z = rolling_beta_zscore(y, x, 50)
-    >>> bool(np.isnan(z[97])), bool(np.isfinite(z[98])), round(float(np.nanmedian(beta)), 1)
-    (True, True, 2.0)
-    """
-    if not _is_int(window) or window < 2:
-        raise ConfigError("window", window, "an integer number of bars >= 2")
-    y = np.asarray(y, dtype=np.float64)
-    x = np.asarray(x, dtype=np.float64)
-    if y.shape != x.shape or y.ndim != 1:
-        raise ConfigError("x", f"shape {x.shape}", f"a 1-D array shaped like y {y.shape}")
-    n = y.size
-    beta = np.full(n, np.nan)
-    z = np.full(n, np.nan)
-    if n < window:
-        return beta, z
-    yc, xc = y - y[0], x - x[0]
-    w = float(window)
-    sx, sy = _rolling_sum(xc, window), _rolling_sum(yc, window)
-    sxx_raw = _rolling_sum(xc * xc, window)
-    sxx = sxx_raw - sx * sx / w
-    sxy = _rolling_sum(xc * yc, window) - sx * sy / w
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # a window where x is flat (to rounding) has no hedge ratio
-        beta = np.where(sxx > 1e-12 * np.maximum(sxx_raw, 1e-300), sxy / sxx, np.nan)
-    spread = y - beta * x
-    first = window - 1
-    sc = spread[first:] - spread[first]
-    ok = np.isfinite(sc)
-    if not ok.all():  # a flat x window: leave z NaN wherever a NaN spread is in the window
-        bad = _rolling_sum((~ok).astype(np.float64), window)
-        sc = np.where(ok, sc, 0.0)
-    else:
-        bad = None
-    s1 = _rolling_sum(sc, window)
-    s2 = _rolling_sum(sc * sc, window)
-    var = (s2 - s1 * s1 / w) / (w - 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        zz = np.where(var > 0, (sc - s1 / w) / np.sqrt(var), np.nan)
-    if bad is not None:
-        zz = np.where(bad == 0, zz, np.nan)
-    z[first:] = zz
-    return beta, z
-
-
 def default_zscore_for_window(data: pd.DataFrame | Mapping[str, Any]
                               ) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
     """``window -> (beta, zscore)`` for :func:`sweep`, from the data's closes.
 
-    Uses :func:`rolling_beta_zscore` on ``y_close`` and ``x_close``.
+    Uses :func:`quantlab.analytics.hedge.rolling_beta_zscore` (also importable as
+    ``quantlab.backtest.rolling_beta_zscore``) on ``y_close`` and ``x_close``:
+    rolling OLS :math:`\\beta_t` and the z-score of :math:`y_t - \\beta_t x_t`, one window.
     """
     y = _column(data, "y_close", None, prices=True)
     x = _column(data, "x_close", y.size, prices=True)
@@ -1059,6 +958,21 @@ def sweep(data: pd.DataFrame | Mapping[str, Any], *, entries: Iterable[float],
     DataFrame
         Columns ``window``, ``entry``, ``exit`` followed by :data:`SUMMARY_KEYS`.
     """
+    return _sweep_cells(data, entries=entries, exits=exits, windows=windows,
+                        zscore_for_window=zscore_for_window, settings=settings,
+                        overrides=overrides)[0]
+
+
+def _sweep_cells(data: pd.DataFrame | Mapping[str, Any], *, entries: Iterable[float],
+                 exits: Iterable[float], windows: Iterable[int] | None,
+                 zscore_for_window: Callable[[int], tuple[Any, Any]] | None,
+                 settings: BacktestSettings | None, overrides: Mapping[str, Any],
+                 keep_pnl: bool = False
+                 ) -> tuple[pd.DataFrame, list[np.ndarray] | None, pd.Index]:
+    """:func:`sweep`'s engine. With ``keep_pnl`` it also returns each row's
+    per-bar net PnL (bars 1..n-1, the ``pnl`` column of :func:`backtest`'s
+    equity frame) and their index, so that
+    :func:`quantlab.analytics.sweep_overfit` simulates every cell once."""
     base = _resolve(settings, overrides)
     p = _prices(data, base)
     n = p.y_open.size
@@ -1076,6 +990,7 @@ def sweep(data: pd.DataFrame | Mapping[str, Any], *, entries: Iterable[float],
             raise ConfigError("windows", [], "at least one window in bars, or None")
     hl = _half_life(data, base, n)
     rows: list[dict[str, Any]] = []
+    pnls: list[np.ndarray] | None = [] if keep_pnl else None
     skipped = 0
     for window, make in sources:
         b_raw, z_raw = make()
@@ -1094,9 +1009,12 @@ def sweep(data: pd.DataFrame | Mapping[str, Any], *, entries: Iterable[float],
                 sim = _simulate(p, beta, z, hl, s, cache)
                 stats = _stats(sim, p.bar_seconds, s)
                 rows.append({"window": window, "entry": entry, "exit": ex, **stats.summary()})
+                if pnls is not None:
+                    pnls.append(sim.pnl[1:])
     if not rows:
         raise ConfigError("exits", exits, f"at least one exit level with |exit| < entry "
                           f"(entries {entries})")
     if skipped:
         logger.debug("sweep: skipped %d invalid (entry, exit) combinations", skipped)
-    return pd.DataFrame(rows, columns=["window", "entry", "exit", *SUMMARY_KEYS])
+    table = pd.DataFrame(rows, columns=["window", "entry", "exit", *SUMMARY_KEYS])
+    return table, pnls, p.index[1:]

@@ -345,6 +345,72 @@ def test_rolling_zscore_is_prefix_stable():
     b2, z2 = rolling_beta_zscore(y[:1234], x[:1234], 50)
     assert_array_equal(z2, z[:1234])
     assert_array_equal(b2, beta[:1234])
+    for cut in (97, 700, 1024, 1999):  # inside the first block, at and past its edge
+        b3, z3 = rolling_beta_zscore(y[:cut], x[:cut], 50)
+        assert_array_equal(z3, z[:cut])
+        assert_array_equal(b3, beta[:cut])
+
+
+def test_rolling_beta_zscore_is_the_analytics_one():
+    """One implementation (issue 14): the backtest's default signal is
+    quantlab.analytics' rolling OLS + rolling z-score; beta agrees with
+    statsmodels' RollingOLS, z with a direct per-window computation."""
+    from statsmodels.regression.rolling import RollingOLS
+    import statsmodels.api as sm
+
+    from quantlab.analytics.hedge import rolling_beta_zscore as analytics_fn
+    from quantlab.analytics import rolling_ols, rolling_zscore
+
+    assert rolling_beta_zscore is analytics_fn
+    df = synthetic(n=1500, seed=4)
+    y, x = df["y_close"].to_numpy(), df["x_close"].to_numpy()
+    w = 90
+    beta, z = rolling_beta_zscore(y, x, w)
+    b_ols = rolling_ols(y, x, w).beta
+    assert_array_equal(beta, b_ols)
+    s = y - b_ols * x
+    z_ref = np.full(y.size, np.nan)
+    z_ref[w - 1:] = rolling_zscore(s[w - 1:], w)[0]
+    assert_array_equal(z, z_ref)
+    sm_beta = RollingOLS(y, sm.add_constant(x), window=w).fit().params[:, 1]
+    # statsmodels' own rounding where x barely moves (as tests/test_analytics_hedge.py)
+    assert_allclose(beta, sm_beta, rtol=1e-6, atol=1e-9)
+    X = np.lib.stride_tricks.sliding_window_view(x, w)
+    Y = np.lib.stride_tricks.sliding_window_view(y, w)
+    dx, dy = X - X.mean(1, keepdims=True), Y - Y.mean(1, keepdims=True)
+    assert_allclose(beta[w - 1:], (dx * dy).sum(1) / (dx * dx).sum(1), rtol=1e-9, atol=1e-12)
+    for t in (2 * w - 2, 777, y.size - 1):  # z from the last w spreads, each with its own beta
+        win = s[t - w + 1:t + 1]
+        assert z[t] == pytest.approx((win[-1] - win.mean()) / win.std(ddof=1), rel=1e-9)
+    assert np.isnan(z[:2 * w - 2]).all() and np.isfinite(z[2 * w - 2:]).all()
+    # a window where x does not move has no hedge ratio and no z
+    xf = x.copy()
+    xf[500:500 + w] = xf[500]
+    bf, zf = rolling_beta_zscore(y, xf, w)
+    assert np.isnan(bf[500 + w - 1]) and np.isnan(zf[500 + w - 1:500 + 2 * w - 1]).all()
+    assert np.isfinite(zf[500 + 3 * w]) and np.isfinite(zf[499])
+    with pytest.raises(ConfigError, match="window"):
+        rolling_beta_zscore(y, x, 1)
+    short_b, short_z = rolling_beta_zscore(y[:10], x[:10], 50)
+    assert np.isnan(short_b).all() and np.isnan(short_z).all()
+
+
+def test_sweep_keeps_each_cells_per_bar_pnl():
+    """sweep_overfit's per-bar PnL comes from the sweep's own simulation:
+    equal to a separate backtest of the cell, bar for bar."""
+    from quantlab.backtest import _sweep_cells
+
+    df = synthetic(n=2500, seed=6)
+    table, pnls, index = _sweep_cells(df, entries=[1.0, 2.0], exits=[0.0, 0.5], windows=[40, 90],
+                                      zscore_for_window=None, settings=None,
+                                      overrides={"fee_bps": 1.5, "stop": 3.0}, keep_pnl=True)
+    assert len(pnls) == len(table) == 8 and index.equals(df.index[1:])
+    for row, pnl in zip(table.itertuples(), pnls):
+        one = df.copy()
+        one["beta"], one["zscore"] = rolling_beta_zscore(df["y_close"], df["x_close"], row.window)
+        ref = backtest(one, entry=row.entry, exit=row.exit, fee_bps=1.5, stop=3.0)
+        assert_array_equal(pnl, ref.equity["pnl"].to_numpy()[1:])
+        assert pnl.sum() == pytest.approx(row.total_pnl, rel=1e-9, abs=1e-9)
 
 
 # --- costs ----------------------------------------------------------------------------------

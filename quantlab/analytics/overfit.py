@@ -507,9 +507,9 @@ def sweep_overfit(data: pd.DataFrame | Mapping[str, Any], *, entries: Iterable[f
     PBO of picking the best cell. Pure: the ledger-aware caller passes the
     trials made before this sweep in ``prior_trials`` / ``prior_sharpes``.
 
-    Each cell is re-run with :func:`quantlab.backtest.backtest` (same engine)
-    to get its per-bar PnL; per-bar Sharpe, skew and kurtosis come from
-    :func:`return_moments` of the equity changes (bars 1..n-1, as the
+    Each cell is simulated once, by the sweep, which keeps its per-bar net PnL
+    (the ``pnl`` column of :func:`quantlab.backtest.backtest`'s equity frame);
+    per-bar Sharpe, skew and kurtosis come from :func:`return_moments` of the equity changes (bars 1..n-1, as the
     backtest's Sharpe). :math:`V[SR]` is the variance (ddof 1) of the cells'
     per-bar Sharpes together with ``prior_sharpes``; cells that never traded
     count as trials with Sharpe 0.
@@ -529,27 +529,11 @@ def sweep_overfit(data: pd.DataFrame | Mapping[str, Any], *, entries: Iterable[f
 
     windows = None if windows is None else [int(w) for w in windows]
     entries, exits = [float(v) for v in entries], [float(v) for v in exits]
-    table = bt.sweep(data, entries=entries, exits=exits, windows=windows,
-                     zscore_for_window=zscore_for_window, settings=settings, **overrides)
-    zfw = None
-    if windows is not None:
-        zfw = zscore_for_window or bt.default_zscore_for_window(data)
-    signals: dict = {}
-    columns = []
-    for _, row in table.iterrows():
-        w = None if pd.isna(row["window"]) else int(row["window"])
-        cell: Any = data
-        if w is not None:
-            if w not in signals:
-                b, z = zfw(w)
-                signals[w] = (np.asarray(b, dtype=float).ravel(), np.asarray(z, dtype=float).ravel())
-            beta, z = signals[w]
-            cell = data.assign(beta=beta, zscore=z) if isinstance(data, pd.DataFrame) else \
-                {**dict(data), "beta": beta, "zscore": z}
-        res = bt.backtest(cell, settings, **{**overrides, "entry": float(row["entry"]),
-                                             "exit": float(row["exit"])})
-        columns.append(res.equity["pnl"].to_numpy()[1:])
-        index = res.equity.index[1:]
+    # one simulation per cell: the sweep keeps each cell's per-bar net PnL (the
+    # `pnl` column of backtest()'s equity frame, bars 1..n-1)
+    table, columns, index = bt._sweep_cells(
+        data, entries=entries, exits=exits, windows=windows, zscore_for_window=zscore_for_window,
+        settings=settings, overrides=overrides, keep_pnl=True)
     pnl = pd.DataFrame(np.column_stack(columns), index=index)
     moments = [return_moments(c) for c in columns]
     sharpes = np.array([m.sharpe if m.sharpe is not None else 0.0 for m in moments])
