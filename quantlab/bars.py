@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 
 from quantlab.errors import ConfigError
-from quantlab.schema import BAR_COLUMNS, BAR_DTYPES, BAR_INDEX, ms_to_utc_index
+from quantlab.schema import BAR_COLUMNS, BAR_DTYPES, BAR_INDEX, market_print_mask, ms_to_utc_index
 
 __all__ = [
     "MAX_BARS", "Bar", "IncrementalBars", "aggregate_bars", "align_pair", "bars_to_frame",
@@ -395,7 +395,8 @@ def resample_ticks(time_ms: Sequence[int] | np.ndarray, price: Sequence[float] |
 
 
 def market_mask(ticks: pd.DataFrame) -> np.ndarray:
-    """Rows of a tick frame that belong in bars (BINANCE.md, *Messages*).
+    """Rows of a tick frame that belong in bars (BINANCE.md, *Messages*): the rule
+    of :func:`quantlab.schema.is_market_print`, on a frame.
 
     Futures ``X`` other than ``MARKET`` (``INSURANCE_FUND``, ``ADL``, ``NA``)
     are excluded, and so is any price or quantity <= 0 (or NaN), e.g. the
@@ -407,11 +408,8 @@ def market_mask(ticks: pd.DataFrame) -> np.ndarray:
     >>> market_mask(ticks).tolist()
     [True, False, False, True]
     """
-    ok = (ticks["price"].to_numpy(dtype=np.float64) > 0) & (ticks["qty"].to_numpy(dtype=np.float64) > 0)
-    if "trade_type" in ticks.columns:
-        tt = ticks["trade_type"]
-        ok &= (tt.isna() | (tt == "MARKET")).to_numpy(dtype=bool)
-    return ok
+    return market_print_mask(ticks["price"].to_numpy(dtype=np.float64),
+                             ticks["qty"].to_numpy(dtype=np.float64), ticks.get("trade_type"))
 
 
 def resample_trades(ticks: pd.DataFrame, timeframe: str | int = "1m", *, market_only: bool = True,

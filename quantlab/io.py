@@ -994,12 +994,50 @@ def iter_capture(path: PathLike) -> Iterator[tuple[int, str]]:
     return _iter_capture_source(_as_source(path))
 
 
-def _content_market(data: dict) -> str | None:
-    """Market of a trade payload: spot payloads carry ``M``; USD-M ``@trade`` carries
-    ``X`` and USD-M ``@aggTrade`` neither (BINANCE.md "Futures @trade / @aggTrade")."""
-    if "M" in data:
-        return "spot"
-    return "usdm"
+def capture_trade(raw: bytes | str) -> dict | None:
+    """The ``@trade``/``@aggTrade`` payload of one capture frame, else None.
+
+    ``raw`` is the JSON text of a line of :func:`iter_capture`: a combined-stream
+    frame ``{"stream":"btcusdt@trade","data":{...}}`` or a raw-stream payload.
+    The wrapper is removed; depth, bookTicker and REST-snapshot frames give None.
+    The one parser of capture trade frames (:mod:`quantlab.io` loaders and
+    :mod:`quantlab.replay` both read captures through it).
+
+    Raises
+    ------
+    ValueError
+        Invalid JSON (``orjson.JSONDecodeError``); the caller decides whether a
+        cut line is fatal.
+
+    >>> capture_trade('{"stream":"btcusdt@trade","data":{"e":"trade","t":1,"M":true}}')
+    {'e': 'trade', 't': 1, 'M': True}
+    >>> capture_trade('{"lastUpdateId":7,"bids":[],"asks":[]}') is None
+    True
+    """
+    obj = _loads(raw)
+    data = obj.get("data", obj) if isinstance(obj, dict) else None
+    if not isinstance(data, dict) or data.get("e") not in schema.KINDS:
+        return None
+    return data
+
+
+def capture_market(data: dict) -> str:
+    """Market of a ``@trade``/``@aggTrade`` payload: ``"spot"`` or ``"usdm"``.
+
+    Spot payloads carry ``M`` (``@trade`` and ``@aggTrade``); USD-M ``@trade``
+    carries ``X`` and USD-M ``@aggTrade`` neither (BINANCE.md "Futures @trade /
+    @aggTrade"). So ``M`` decides: present is spot, absent is USD-M. Checked on
+    every ``@trade`` of the real captures in ``../shared/data/ws-capture-*``
+    (spot: all carry ``M``, none ``X``; USD-M: all carry ``X``, none ``M``);
+    ``tests/test_io.py`` asserts it. The one rule: the loaders here and
+    :mod:`quantlab.replay` use it.
+
+    >>> capture_market({"e": "trade", "M": True}), capture_market({"e": "trade", "X": "MARKET"})
+    ('spot', 'usdm')
+    >>> capture_market({"e": "aggTrade", "a": 1})
+    'usdm'
+    """
+    return "spot" if "M" in data else "usdm"
 
 
 def _capture_ticks(src: _Source, market: str | None, symbol: str | None,
@@ -1024,14 +1062,13 @@ def _capture_ticks(src: _Source, market: str | None, symbol: str | None,
         if b'"e":"trade"' not in raw and b'"e":"aggTrade"' not in raw:
             continue
         try:
-            obj = _loads(raw)
+            data = capture_trade(raw)
         except _JSONError as exc:
             pending = (lineno, str(exc))
             continue
-        data = obj.get("data", obj) if isinstance(obj, dict) else None
-        if not isinstance(data, dict) or data.get("e") not in ("trade", "aggTrade"):
+        if data is None:
             continue
-        m = _content_market(data)
+        m = capture_market(data)
         if want is not None and data.get("e") == "trade" and ("X" in data or "M" in data) and m != want:
             raise DataFileError(src.name, f"a trade here is {m} (it {'has M' if m == 'spot' else 'has X'}), "
                                           f"but market={want!r}; drop market= or check the file", line=lineno)

@@ -113,7 +113,6 @@ import math
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -121,6 +120,7 @@ import numpy as np
 import pandas as pd
 
 from quantlab.errors import ConfigError, QuantlabError
+from quantlab.schema import now_ms as _now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -307,10 +307,6 @@ def default_ledger_path(*, db: str | Path | None = None,
         return common.parent / LEDGER_FILENAME
     raise ConfigError("ledger", None, f"a ledger file: pass --ledger PATH (or --db STORE), or "
                       f"set {LEDGER_ENV}")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _opt_float(v: Any) -> float | None:

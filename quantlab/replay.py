@@ -84,8 +84,9 @@ from websockets.protocol import State
 from quantlab import binance
 from quantlab.config import require_choice, settings_from_dict
 from quantlab.errors import ConfigError, DataFileError
-from quantlab.io import iter_capture, load_trades
-from quantlab.schema import TICK_COLUMNS, TICK_DTYPES
+from quantlab.io import capture_market, capture_trade, iter_capture, load_trades
+from quantlab.schema import KINDS, MARKETS, TICK_COLUMNS, TICK_DTYPES
+from quantlab.schema import now_ms as _now_ms
 from quantlab.synthetic import (
     KNOWN_SYMBOLS, MARKET, SPOT_DECIMALS, TRADE_TYPES, AggBatch, Instruments, SymbolSpec, SyntheticMarket,
     TradeBatch, aggregate_trades, default_spec, empty_trade_batch, encode_agg_trades, encode_trades,
@@ -107,10 +108,6 @@ _ASAP_QUEUE = 4
 # Simulated trades/s driving the price dynamics when the synthetic source runs as
 # fast as possible (its timestamps then come from the wall clock).
 _ASAP_SIM_RATE = 1000.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Emission(NamedTuple):
@@ -931,16 +928,15 @@ def _read_captures(paths: Sequence[str | Path], want: set[str] | None) -> tuple[
                 extras[_extra_market(data)].append((ns, sym, kind, data.encode()))
                 continue
             try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                data = capture_trade(raw)
+            except ValueError:  # orjson.JSONDecodeError
                 continue  # a cut last line; io.iter_capture reports truncation itself
-            data = obj.get("data", obj) if isinstance(obj, dict) else None
-            if not isinstance(data, dict) or data.get("e") != "trade":
+            if data is None or data.get("e") != "trade":
                 continue
             sym = str(data["s"]).upper()
             if want is not None and sym not in want:
                 continue
-            m = "usdm" if "X" in data else "spot"
+            m = capture_market(data)
             rows[m].append((ns, sym, int(data["t"]), str(data["p"]), str(data["q"]), int(data["T"]),
                             int(data.get("E", data["T"])), bool(data["m"]), data.get("X", "MARKET")))
     return rows, extras
@@ -950,7 +946,7 @@ def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[
                  market: str | None = None, extras: bool = False):
     """``@trade`` messages of captures -> (batch in receive order, receive times in ns).
 
-    Market from the payloads (spot carries ``M``, USD-M ``X``); mixing is an error unless
+    Market from the payloads (:func:`quantlab.io.capture_market`: spot carries ``M``); mixing is an error unless
     ``market`` picks one. Decimals per symbol from the strings (spot 8, e.g. futures
     BTCUSDT 2 and 3). With ``extras=True`` the result has a third item, the
     :class:`Extras` (``bookTicker`` and ``depth`` messages) of the same market.
@@ -964,7 +960,7 @@ def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[
                                 "mixes spot and USD-M trades; replay one market per source "
                                 "(`quantlab replay --market both` serves each from its own tape)")
         market = next(iter(by_market))
-    require_choice("market", market, ("spot", "usdm"))
+    require_choice("market", market, MARKETS)
     if market not in by_market:
         raise DataFileError(", ".join(str(p) for p in paths), f"no {market} @trade messages"
                             + (f" for {sorted(s.upper() for s in symbols)}" if symbols else ""))
@@ -980,7 +976,7 @@ def load_capture_markets(paths: Sequence[str | Path], *, symbols: Sequence[str] 
     want = {s.upper() for s in symbols} if symbols else None
     rows, extra_rows = _read_captures(paths, want)
     out = {}
-    for m in ("spot", "usdm"):
+    for m in MARKETS:
         if rows[m]:
             batch, sched = _capture_batch(rows[m], m)
             out[m] = (batch, sched, _capture_extras(extra_rows[m], batch.instruments))
@@ -1145,7 +1141,7 @@ def make_sources(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
     options = dict(speed=speed, prefill=prefill, rebase_time=rebase_time)
     if kind == "capture":
         by_market = load_capture_markets(paths, symbols=symbols)
-        missing = [m for m in ("spot", "usdm") if m not in by_market]
+        missing = [m for m in MARKETS if m not in by_market]
         if missing:
             raise DataFileError(", ".join(str(p) for p in paths),
                                 f"holds no {' or '.join(_MARKET_NAMES[m] for m in missing)} trades; --market both "
@@ -1153,7 +1149,7 @@ def make_sources(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
         return [RecordedSource(b, sched, extras=x, **options) for b, sched, x in
                 (by_market["spot"], by_market["usdm"])]
     return [RecordedSource.from_trade_files(paths, symbols=symbols, keep_market=m, **options)
-            for m in ("spot", "usdm")]
+            for m in MARKETS]
 
 
 # =============================================================================
@@ -1585,7 +1581,7 @@ class _Step:
         if cached is not None:
             return cached
         s, kind = key
-        if kind not in ("trade", "aggTrade"):
+        if kind not in KINDS:
             payloads, pos = self.extra.get(key, ([], np.zeros(0)))
             if combined and payloads:
                 name = f"{self.batch.instruments.symbols[s].lower()}@{kind}".encode()
@@ -1930,7 +1926,7 @@ class ReplayServer:
         ``market`` is required on a server of both markets."""
         m = self._market(market)
         s = self._symbol_index(m, symbol)
-        require_choice("kind", kind, binance.KINDS)
+        require_choice("kind", kind, KINDS)
         with m.tape.lock:
             cols = (m.tape.trades if kind == "trade" else m.tape.aggs)[s]
             return cols["id"].copy()
@@ -1939,7 +1935,7 @@ class ReplayServer:
         """The tape of ``symbol`` as a tick frame (:data:`quantlab.schema.TICK_COLUMNS`)."""
         m = self._market(market)
         s = self._symbol_index(m, symbol)
-        require_choice("kind", kind, binance.KINDS)
+        require_choice("kind", kind, KINDS)
         inst = m.instruments
         pdp, qdp = 10.0 ** inst.price_dp[s], 10.0 ** inst.qty_dp[s]
         with m.tape.lock:
@@ -2147,7 +2143,7 @@ class ReplayServer:
     def _unserved(self, m: _Market, stream: str) -> str | None:
         """Why a valid stream name cannot be fed from ``m``'s data, or ``None``."""
         name, _, kind = stream.partition("@")
-        if kind in ("trade", "aggTrade"):
+        if kind in KINDS:
             return None
         if kind.startswith("kline_"):
             if kind == "kline_1s" and m.name == "usdm":
@@ -2247,7 +2243,7 @@ class ReplayServer:
             s = m.instruments.index(name.upper())
             if s < 0 or not _route_serves(m.name, c.route, kind, self.usdm_trade_routes):
                 continue
-            if kind in ("trade", "aggTrade") or (s, kind) in m.streams:
+            if kind in KINDS or (s, kind) in m.streams:
                 keys.append((s, kind))
             elif kind.startswith("kline_") and self._unserved(m, stream) is None:
                 self._kline_stream(m, s, kind[len("kline_"):])

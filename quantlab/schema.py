@@ -30,10 +30,57 @@ Bars
 """
 from __future__ import annotations
 
-from typing import Iterable
+import time
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+
+# The markets and stream kinds of the whole package (one list: binance, store,
+# replay, synthetic and the CLI choices read these).
+MARKETS = ("spot", "usdm")
+KINDS = ("trade", "aggTrade")
+# Futures ``X`` of a trade that belongs in bars; spot trades have no ``X`` (None).
+MARKET_PRINT = "MARKET"
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms since the epoch (UTC): the clock of ``recv_ms``."""
+    return time.time_ns() // 1_000_000
+
+
+def is_market_print(price: float, qty: float, trade_type: str | None) -> bool:
+    """Whether one trade belongs in bars (BINANCE.md, *Messages*): a real market
+    fill, i.e. futures ``X`` of ``MARKET`` or absent (spot), with price > 0 and
+    qty > 0. ``INSURANCE_FUND``, ``ADL`` and ``NA`` prints (and the archive rows
+    with ``p=0, q=0``) are kept in the store but not in bars. NaN compares False,
+    so it is excluded too. :func:`market_print_mask` is the same rule on columns.
+
+    >>> is_market_print(1.0, 2.0, None), is_market_print(1.0, 2.0, "ADL"), is_market_print(0.0, 0.0, "NA")
+    (True, False, False)
+    """
+    return (trade_type is None or trade_type == MARKET_PRINT) and price > 0 and qty > 0
+
+
+def market_print_mask(price: np.ndarray, qty: np.ndarray,
+                      trade_type: Sequence | pd.Series | None = None) -> np.ndarray:
+    """:func:`is_market_print` on columns: a bool array, True where the row
+    belongs in bars. ``trade_type`` is a list or Series of ``X`` values (None or
+    NaN on spot), or None when the rows have no such column (all kept).
+
+    >>> market_print_mask(np.array([1.0, 2.0, 0.0, 3.0]), np.array([1.0, 1.0, 0.0, 1.0]),
+    ...                   ["MARKET", "ADL", "NA", None]).tolist()
+    [True, False, False, True]
+    """
+    ok = (np.asarray(price, dtype=np.float64) > 0) & (np.asarray(qty, dtype=np.float64) > 0)
+    if trade_type is None:
+        return ok
+    if isinstance(trade_type, pd.Series):
+        return ok & (trade_type.isna() | (trade_type == MARKET_PRINT)).to_numpy(dtype=bool)
+    tt = trade_type if isinstance(trade_type, list) else list(trade_type)
+    if tt.count(None) + tt.count(MARKET_PRINT) == len(tt):  # the usual batch: no scan in Python
+        return ok
+    return ok & np.fromiter((t is None or t == MARKET_PRINT for t in tt), dtype=bool, count=len(tt))
 
 TICK_COLUMNS = (
     "market", "symbol", "kind", "trade_id", "time_ms", "recv_ms", "price", "qty",

@@ -189,11 +189,15 @@ import pandas as pd
 from quantlab.config import require_positive
 from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
 from quantlab.io import SYMBOL_RE
+from quantlab.schema import now_ms as _now_ms
 from quantlab.schema import (
     BAR_COLUMNS,
     BAR_DTYPES,
+    KINDS,
+    MARKETS,
     TICK_COLUMNS,
     empty_bars,
+    market_print_mask,
     empty_ticks,
     ms_to_utc_index,
 )
@@ -212,8 +216,6 @@ APPLICATION_ID = 0x514C4142
 #: Values of ``gaps.status``.
 GAP_STATUSES = ("open", "filled", "partial", "unfillable")
 
-_MARKETS = ("spot", "usdm")
-_KINDS = ("trade", "aggTrade")
 # Exchange times must be milliseconds: 1e13 ms is the year 2286, while a
 # microsecond time of today (data.binance.vision spot files since 2025) is
 # ~1.7e15. Refusing them here keeps a unit mix-up out of the shared file.
@@ -542,10 +544,6 @@ class RetentionResult:
 
 
 # --- helpers --------------------------------------------------------------------
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _opt_int(field: str, value: object) -> int | None:
     if value is None:
         return None
@@ -605,15 +603,8 @@ class _Batch:
 
     def market_print(self) -> np.ndarray:
         """Rows that belong in bars; the rule of
-        :attr:`quantlab.binance.Trade.is_market_print` and
-        :func:`quantlab.bars.market_mask` (BINANCE.md, *Messages*)."""
-        tt = self.trade_type
-        if tt.count(None) + tt.count("MARKET") == self.n:
-            ok = np.ones(self.n, dtype=bool)
-        else:
-            ok = np.fromiter((t is None or t == "MARKET" for t in tt), dtype=bool, count=self.n)
-        # NaN compares False, so it is excluded too (write_trades refuses NaN anyway).
-        return ok & (self.price > 0) & (self.qty > 0)
+        :func:`quantlab.schema.is_market_print` (BINANCE.md, *Messages*)."""
+        return market_print_mask(self.price, self.qty, self.trade_type)
 
 
 def _factorise(markets: Sequence, symbols: Sequence, kinds: Sequence) -> tuple[list, np.ndarray]:
@@ -695,9 +686,9 @@ def _batch_from_frame(frame: pd.DataFrame) -> _Batch:
 
 def _validate(batch: _Batch) -> None:
     for market, symbol, kind in batch.keys:
-        if market not in _MARKETS:
+        if market not in MARKETS:
             raise ConfigError("market", market, "one of 'spot', 'usdm'")
-        if kind not in _KINDS:
+        if kind not in KINDS:
             raise ConfigError("kind", kind, "one of 'trade', 'aggTrade'")
         if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
             # ASCII only: 'ВТСUSDT' (Cyrillic look-alikes) passes str.isupper/isalnum.
@@ -1817,9 +1808,9 @@ def _check_retention(keep_ticks_s: float | None, keep_bars_s: float | None) -> N
 
 
 def _check_instrument(market: str, symbol: str, kind: str) -> tuple[str, str, str]:
-    if market not in _MARKETS:
+    if market not in MARKETS:
         raise ConfigError("market", market, "one of 'spot', 'usdm'")
-    if kind not in _KINDS:
+    if kind not in KINDS:
         raise ConfigError("kind", kind, "one of 'trade', 'aggTrade'")
     if not isinstance(symbol, str) or not symbol.isalnum():
         raise ConfigError("symbol", symbol, "a Binance symbol such as 'BTCUSDT'")
@@ -1832,12 +1823,12 @@ def _filters(symbol: str | None, market: str | None, kind: str | None) -> tuple[
         where.append("symbol = ?")
         params.append(str(symbol).upper())
     if market is not None:
-        if market not in _MARKETS:
+        if market not in MARKETS:
             raise ConfigError("market", market, "one of 'spot', 'usdm'")
         where.append("market = ?")
         params.append(market)
     if kind is not None:
-        if kind not in _KINDS:
+        if kind not in KINDS:
             raise ConfigError("kind", kind, "one of 'trade', 'aggTrade'")
         where.append("kind = ?")
         params.append(kind)

@@ -57,7 +57,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from quantlab.binance import MARKETS
+from quantlab.schema import MARKETS
 from quantlab.config import require_choice
 from quantlab.errors import ConfigError
 from quantlab.schema import TICK_COLUMNS, TICK_DTYPES
