@@ -16,7 +16,7 @@ Targets: rolling beta + z + corr over 1M bars < 0.5 s; Kalman over 1M bars
 bar; full ``analyze`` over two years < 30 s.
 
 Real data: ``../shared/data/klines-um-1m-BTCUSDT-ETHUSDT-2022-2023`` (skipped
-with a message when absent), loaded with :func:`quantlab.io.load_klines` and
+with a message when absent), loaded with :func:`quantlab.files.load_klines` and
 aligned with :func:`quantlab.bars.align_pair`.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ def load_real() -> pd.DataFrame | None:
               "(set QUANTLAB_SHARED_DATA)")
         return None
     from quantlab.bars import align_pair
-    from quantlab.io import load_klines
+    from quantlab.files import load_klines
 
     t = time.perf_counter()
     eth = load_klines(DATA, symbol="ETHUSDT")

@@ -2,7 +2,7 @@ r"""Parquet archive: the data layer for research and for scan workers.
 
 ``quantlab archive --db PATH --out DIR`` exports a tick store's bars (and, with
 ``--ticks``, its trades); ``quantlab archive --files ... --out DIR`` converts
-data.binance.vision files (anything :func:`quantlab.io.load_files` reads). The
+data.binance.vision files (anything :func:`quantlab.files.load_files` reads). The
 readers here (:func:`read_bars`, :func:`read_ticks`, :func:`list_symbols`,
 :func:`inventory`) are pure reads: they never write, lock or cache.
 
@@ -90,7 +90,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
+from quantlab.errors import ArchiveError, ConfigError, UnknownSymbol  # noqa: F401 (ArchiveError re-exported)
 from quantlab.schema import BAR_COLUMNS, BAR_DTYPES, TICK_COLUMNS, ms_to_utc_index
 
 logger = logging.getLogger(__name__)
@@ -111,13 +111,6 @@ _MARKETS = ("spot", "usdm")
 _DATASET_RE = re.compile(r"^bars_(\w+)$")
 # data.binance.vision daily names: SYMBOL-<interval|trades|aggTrades>-YYYY-MM-DD.<ext>
 _DAILY_NAME = re.compile(r"^([A-Z0-9]+)-([A-Za-z0-9]+)-(\d{4}-\d{2}-\d{2})\.")
-
-
-class ArchiveError(QuantlabError):
-    """An archive partition cannot be read (names the file and the fix)."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
 
 
 # --- paths --------------------------------------------------------------------------------
@@ -448,7 +441,7 @@ def _put_ticks(res: ArchiveResult, out: Path, market: str, symbol: str, date: st
 
 def _files_by_day(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str, str, str]]:
     """Expand folders; (path, symbol, what, date) for data.binance.vision daily names."""
-    from quantlab.io import _DATA_SUFFIXES  # the folder rule of io.load_files, not a second copy
+    from quantlab.files import _DATA_SUFFIXES  # the folder rule of files.load_files, not a second copy
 
     out = []
     for p in paths:
@@ -484,7 +477,7 @@ def _already_done(out: Path, symbol: str, what: str, date: str, ticks: bool) -> 
 def archive_files(files: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                   market: str | None = None, ticks: bool = False,
                   rewrite: bool = False) -> ArchiveResult:
-    """Convert data.binance.vision (or any :func:`quantlab.io.load_files`) files.
+    """Convert data.binance.vision (or any :func:`quantlab.files.load_files`) files.
 
     Kline files keep their own interval (``bars_1m`` for ``...-1m-...`` files);
     trade and aggTrade files become ``bars_1s`` and ``bars_1m`` (market prints
@@ -506,7 +499,7 @@ def archive_files(files: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     that gained one day reads one day. Other files are loaded and their
     complete days skipped.
     """
-    from quantlab import io
+    from quantlab.files import load_files
     from quantlab.bars import aggregate_bars, parse_timeframe, resample_trades
 
     market = _check_market(market)
@@ -520,7 +513,7 @@ def archive_files(files: Sequence[str | os.PathLike], out: str | os.PathLike, *,
         res._add("skipped", "files", n_skipped_files)
     if not todo:
         return res
-    loaded = io.load_files(todo, market=market)
+    loaded = load_files(todo, market=market)
     for sym, lf in loaded.items():
         if market is not None and lf.market is not None and market != lf.market:
             raise ConfigError("market", market, f"{lf.market!r}: the files of {sym} are {lf.market} data")

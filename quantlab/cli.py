@@ -15,7 +15,7 @@ logger = logging.getLogger("quantlab")
 
 
 def _symbols(text: str) -> list[str]:
-    from quantlab.io import check_symbol
+    from quantlab.files import check_symbol
 
     out = [s.strip().upper() for s in text.split(",") if s.strip()]
     if not out:

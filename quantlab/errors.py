@@ -6,6 +6,8 @@ message that says what was expected, what came instead and what to do.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 
 class QuantlabError(Exception):
     """Base class of every error quantlab raises on purpose."""
@@ -99,3 +101,54 @@ class UnsafeOverwrite(QuantlabError):
         self.reason = reason
         self.advice = advice
         super().__init__(f"{self.path}: {reason}; {advice}")
+
+
+class StoreError(QuantlabError):
+    """The tick store cannot do what was asked: the file is not a quantlab
+    store, is read-only, is closed, or SQLite failed (``path`` names the file).
+    """
+
+    def __init__(self, message: str, path: object = None):
+        self.path = None if path is None else str(path)
+        super().__init__(message if path is None else f"{path}: {message}")
+
+
+class SchemaVersionError(StoreError):
+    """The file's schema version is not the one this quantlab uses.
+
+    ``found`` is the file's ``PRAGMA user_version``, ``supported``
+    :data:`quantlab.store.SCHEMA_VERSION`.
+    """
+
+    def __init__(self, path: object, found: int, supported: int, advice: str):
+        self.found = found
+        self.supported = supported
+        super().__init__(f"schema version {found}, this quantlab uses version {supported}: "
+                         f"{advice}", path)
+
+
+class AmbiguousSymbol(QuantlabError, LookupError):
+    """A symbol is stored for several markets or kinds and the call did not
+    say which. ``choices`` lists ``(market, kind)`` pairs."""
+
+    def __init__(self, symbol: str, choices: Sequence[tuple[str, str]]):
+        self.symbol = symbol
+        self.choices = list(choices)
+        listed = ", ".join(f"market={m!r} kind={k!r}" for m, k in self.choices)
+        super().__init__(f"symbol {symbol!r} is stored for {len(self.choices)} streams: {listed}; "
+                         f"pass market= and/or kind= to choose one")
+
+
+class LedgerError(QuantlabError):
+    """The ledger cannot do what was asked (``path`` names the file)."""
+
+    def __init__(self, message: str, path: object = None):
+        self.path = None if path is None else str(path)
+        super().__init__(message if path is None else f"{path}: {message}")
+
+
+class ArchiveError(QuantlabError):
+    """An archive partition cannot be read (names the file and the fix)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)

@@ -119,7 +119,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from quantlab.errors import ConfigError, QuantlabError
+from quantlab.errors import ConfigError, LedgerError  # noqa: F401 (LedgerError re-exported)
 from quantlab.schema import now_ms as _now_ms
 
 logger = logging.getLogger(__name__)
@@ -184,14 +184,6 @@ CREATE INDEX IF NOT EXISTS trials_family ON trials (pair, market, timeframe, sta
 #: Columns :func:`bars_digest` hashes, those present (both legs' OHLCV).
 DIGEST_COLUMNS = tuple(f"{leg}_{c}" for leg in ("y", "x")
                        for c in ("open", "high", "low", "close", "volume"))
-
-
-class LedgerError(QuantlabError):
-    """The ledger cannot do what was asked (``path`` names the file)."""
-
-    def __init__(self, message: str, path: object = None):
-        self.path = None if path is None else str(path)
-        super().__init__(message if path is None else f"{path}: {message}")
 
 
 # --- pure helpers -------------------------------------------------------------------------

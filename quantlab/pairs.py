@@ -75,7 +75,7 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
     y, x : symbols of the dependent and independent legs.
     timeframe : bar size (``"1s"``, ``"1m"``, ``"5m"`` ...).
     db : SQLite file written by ``quantlab ingest`` / ``quantlab import``.
-    files : any files :func:`quantlab.io.load_files` reads (trades, aggTrades,
+    files : any files :func:`quantlab.files.load_files` reads (trades, aggTrades,
         klines, OHLC CSV, NDJSON, captures), for both legs.
     archive : folder written by ``quantlab archive``; only the day partitions
         in ``[start, end)`` are read (:func:`quantlab.archive.read_bars`;
@@ -121,9 +121,9 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
                           explicit_empty=False) for s in (y, x)]
         origin = {"archive": str(archive)}
     else:
-        from quantlab import io
+        from quantlab.files import load_files
 
-        loaded = io.load_files(list(files), market=market, start_ms=start_ms, end_ms=end_ms)
+        loaded = load_files(list(files), market=market, start_ms=start_ms, end_ms=end_ms)
         for s in (y, x):
             if s not in loaded:
                 raise UnknownSymbol(s, sorted(loaded))
@@ -142,7 +142,7 @@ def load_pair_bars(*, y: str, x: str, timeframe: str = "1m", db: str | Path | No
 def import_files_cli(args: Any) -> int:
     """``quantlab import FILE ... --db PATH``: ticks go through the same store
     (duplicates ignored), so re-importing is harmless."""
-    from quantlab import io
+    from quantlab.files import load_file
     from quantlab.store import TickStore
 
     total_new = total_dup = 0
@@ -150,7 +150,7 @@ def import_files_cli(args: Any) -> int:
     try:
         for done, path in enumerate(args.files):
             try:
-                loaded = io.load_file(path, symbol=args.symbol, market=args.market)
+                loaded = load_file(path, symbol=args.symbol, market=args.market)
             except DataFileError as exc:
                 if not done:
                     raise

@@ -84,7 +84,7 @@ from websockets.protocol import State
 from quantlab import binance
 from quantlab.config import require_choice, settings_from_dict
 from quantlab.errors import ConfigError, DataFileError
-from quantlab.io import capture_market, capture_trade, iter_capture, load_trades
+from quantlab.files import capture_market, capture_trade, iter_capture, load_trades
 from quantlab.schema import KINDS, MARKETS, TICK_COLUMNS, TICK_DTYPES
 from quantlab.schema import now_ms as _now_ms
 from quantlab.synthetic import (
@@ -814,7 +814,7 @@ class RecordedSource:
     def from_trade_files(cls, paths: Sequence[str | Path], *, symbols: Sequence[str] | None = None,
                          market: str | None = None, keep_market: str | None = None,
                          **kwargs: Any) -> "RecordedSource":
-        """Replay data.binance.vision ``trades`` files, read by :func:`quantlab.io.load_trades`,
+        """Replay data.binance.vision ``trades`` files, read by :func:`quantlab.files.load_trades`,
         paced by trade time ``T`` divided by ``speed`` (``E = T``)."""
         batch = load_trade_files(paths, symbols=symbols, market=market, keep_market=keep_market)
         return cls(batch, batch.time_ms * 1_000_000, **kwargs)
@@ -946,7 +946,7 @@ def load_capture(paths: Sequence[str | Path] | str | Path, *, symbols: Sequence[
                  market: str | None = None, extras: bool = False):
     """``@trade`` messages of captures -> (batch in receive order, receive times in ns).
 
-    Market from the payloads (:func:`quantlab.io.capture_market`: spot carries ``M``); mixing is an error unless
+    Market from the payloads (:func:`quantlab.files.capture_market`: spot carries ``M``); mixing is an error unless
     ``market`` picks one. Decimals per symbol from the strings (spot 8, e.g. futures
     BTCUSDT 2 and 3). With ``extras=True`` the result has a third item, the
     :class:`Extras` (``bookTicker`` and ``depth`` messages) of the same market.
@@ -1039,7 +1039,7 @@ def load_trade_files(paths: Sequence[str | Path] | str | Path, *, symbols: Seque
                      market: str | None = None, keep_market: str | None = None) -> TradeBatch:
     """data.binance.vision ``trades`` files -> one batch sorted by time then id.
 
-    Read with :func:`quantlab.io.load_trades`; prices/quantities are turned back into
+    Read with :func:`quantlab.files.load_trades`; prices/quantities are turned back into
     exact integers: spot with 8 decimals; futures with the contract's decimals for the
     symbols :func:`~quantlab.synthetic.default_spec` knows (BTCUSDT ``"61800.30"``,
     ``"0.006"``: the archive's floats lost the trailing zeros), else the fewest decimals

@@ -2,7 +2,7 @@
 
 Ticks
     One row per trade, as stored in the ``ticks`` table and returned by the
-    loaders in :mod:`quantlab.io` and by :meth:`quantlab.store.TickStore.ticks`.
+    loaders in :mod:`quantlab.files` and by :meth:`quantlab.store.TickStore.ticks`.
 
     ============== ========= ==================================================
     column         dtype     meaning

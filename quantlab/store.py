@@ -187,8 +187,8 @@ import numpy as np
 import pandas as pd
 
 from quantlab.config import require_positive
-from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
-from quantlab.io import SYMBOL_RE
+from quantlab.errors import AmbiguousSymbol, ConfigError, SchemaVersionError, StoreError, UnknownSymbol
+from quantlab.files import SYMBOL_RE
 from quantlab.schema import now_ms as _now_ms
 from quantlab.schema import (
     BAR_COLUMNS,
@@ -462,43 +462,6 @@ _GAP_COLUMNS = ("gap_id", "market", "symbol", "kind", "first_missing_id", "last_
                 "detected_ms", "reason", "status", "filled_count", "unfilled_count", "hole_count",
                 "before_ms", "after_ms", "resolved_ms", "note")
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-
-
-# --- errors ---------------------------------------------------------------------
-class StoreError(QuantlabError):
-    """The tick store cannot do what was asked: the file is not a quantlab
-    store, is read-only, is closed, or SQLite failed (``path`` names the file).
-    """
-
-    def __init__(self, message: str, path: object = None):
-        self.path = None if path is None else str(path)
-        super().__init__(message if path is None else f"{path}: {message}")
-
-
-class SchemaVersionError(StoreError):
-    """The file's schema version is not the one this quantlab uses.
-
-    ``found`` is the file's ``PRAGMA user_version``, ``supported`` this
-    module's :data:`SCHEMA_VERSION`.
-    """
-
-    def __init__(self, path: object, found: int, supported: int, advice: str):
-        self.found = found
-        self.supported = supported
-        super().__init__(f"schema version {found}, this quantlab uses version {supported}: "
-                         f"{advice}", path)
-
-
-class AmbiguousSymbol(QuantlabError, LookupError):
-    """A symbol is stored for several markets or kinds and the call did not
-    say which. ``choices`` lists ``(market, kind)`` pairs."""
-
-    def __init__(self, symbol: str, choices: Sequence[tuple[str, str]]):
-        self.symbol = symbol
-        self.choices = list(choices)
-        listed = ", ".join(f"market={m!r} kind={k!r}" for m, k in self.choices)
-        super().__init__(f"symbol {symbol!r} is stored for {len(self.choices)} streams: {listed}; "
-                         f"pass market= and/or kind= to choose one")
 
 
 # --- results --------------------------------------------------------------------

@@ -713,7 +713,7 @@ def _mutate(rng, data: bytes) -> bytes:
 def test_fuzzed_files_raise_only_one_line_quantlab_errors(tmp_path):
     import random
 
-    from quantlab import io
+    from quantlab import files as io
     from quantlab.errors import QuantlabError
 
     rng = random.Random(13)

@@ -171,7 +171,7 @@ def test_analyze_real_klines(shared_data, tmp_path):
 
 
 def test_load_files_skips_files_dated_outside_the_range(tmp_path):
-    from quantlab.io import dated_name_overlaps
+    from quantlab.files import dated_name_overlaps
     from quantlab.pairs import parse_time_ms
 
     lo, hi = parse_time_ms("2023-03-01T12:00", "s"), parse_time_ms("2023-03-02", "e")

@@ -112,6 +112,27 @@ def run_until(ing: Ingester, condition, timeout: float = 20.0, message: str = "c
         wait_until(condition, timeout=timeout, message=message)
     except AssertionError:
         raise AssertionError(f"{message}; status {ing.status}; stats {ing.stats}\n{history_text(ing)}")
+    path = ing.stats.ws_path
+    if path:  # the frame path that ran is the one asked for (the ws_path fixture, the env var)
+        assert path == expected_ws_path(ing.settings), (path, os.environ.get(WS_ENV))
+
+
+WS_ENV = "QUANTLAB_WS_FAST_PATH"
+
+
+def expected_ws_path(s: IngestSettings) -> str:
+    return "plain" if os.environ.get(WS_ENV) == "0" or not s.ws_fast_path else "tap"
+
+
+@pytest.fixture(params=["tap", "plain"])
+def ws_path(request, monkeypatch):
+    """Run the test on the websockets socket-buffer tap and on the plain
+    ``recv()`` path (quantlab.ingest.tap); ``run_until`` checks which ran."""
+    if request.param == "plain":
+        monkeypatch.setenv(WS_ENV, "0")
+    else:
+        monkeypatch.delenv(WS_ENV, raising=False)
+    return request.param
 
 
 def free_port() -> int:
@@ -270,7 +291,7 @@ def test_fast_parse_equals_parse_message_and_defers_everything_else():
 
 
 def test_fast_parse_on_real_captures(shared_data):
-    from quantlab.io import iter_capture
+    from quantlab.files import iter_capture
 
     n = 0
     for name, market in (("spot_btcusdt_20240808.gz", "spot"), ("usdm_ethusdt_20240808.gz", "usdm")):
@@ -299,6 +320,7 @@ def test_subscription_ring_counts_what_a_slow_consumer_missed():
 # =============================================================================
 # end to end against the replay server
 # =============================================================================
+@pytest.mark.usefixtures("ws_path")
 def test_drop_without_close_frame_repeatedly_loses_nothing(tmp_path):
     with replay(Faults(drop_after_messages=1200)) as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db")).start()
@@ -313,6 +335,7 @@ def test_drop_without_close_frame_repeatedly_loses_nothing(tmp_path):
     assert set(gaps.reason) == {"reconnect"} and (gaps.status == "filled").sum() >= 3
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_stall_longer_than_stale_after_forces_a_reconnect(tmp_path):
     with replay(Faults(stall_after_messages=1500, stall_s=3.0)) as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db", stale_after_s=0.4)).start()
@@ -324,6 +347,7 @@ def test_stall_longer_than_stale_after_forces_a_reconnect(tmp_path):
     assert "stale_after_s=0.4" in history_text(ing)
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_garbage_frames_are_counted_and_ignored(tmp_path):
     with replay(Faults(garbage_every_messages=200)) as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db")).start()
@@ -334,6 +358,7 @@ def test_garbage_frames_are_counted_and_ignored(tmp_path):
     assert stats.reconnects == 0 and stats.gaps_found == 0  # garbage is not a reason to reconnect
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_id_gap_is_filled_from_rest_through_a_429(tmp_path):
     lo, hi = BTC_SPOT_FIRST + 1500, BTC_SPOT_FIRST + 1899
     with replay(Faults(skip_ids=(lo, hi), skip_symbol="BTCUSDT", rest_429_count=1, retry_after_s=1)) as srv:
@@ -359,6 +384,7 @@ def test_id_gap_is_filled_from_rest_through_a_429(tmp_path):
     assert np.array_equal(got.is_buyer_maker, tape.is_buyer_maker)
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_server_shutdown_rotates_with_overlap_no_gap_no_duplicate(tmp_path):
     with replay(Faults(shutdown_after_messages=1500, shutdown_grace_s=1.0)) as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db")).start()
@@ -371,6 +397,7 @@ def test_server_shutdown_rotates_with_overlap_no_gap_no_duplicate(tmp_path):
     assert "server shutdown notice" in history_text(ing)
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_connection_lifetime_close_1001_reconnects_and_backfills(tmp_path):
     with replay(Faults(lifetime_s=0.8)) as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db")).start()
@@ -381,6 +408,7 @@ def test_connection_lifetime_close_1001_reconnects_and_backfills(tmp_path):
     assert "closed by the server (1001 connection lifetime reached)" in history_text(ing)
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_own_rotation_before_max_age_overlaps_without_loss_or_duplicates(tmp_path):
     with replay() as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db", max_connection_age_s=0.6)).start()
@@ -391,6 +419,7 @@ def test_own_rotation_before_max_age_overlaps_without_loss_or_duplicates(tmp_pat
     assert stats.trades_stored == stats.trades_received - stats.duplicates
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_usdm_agg_trade_stream_reconnects_and_fills_by_agg_id(tmp_path):
     with replay(Faults(drop_after_messages=800), market="usdm", rate=3000.0) as srv:
         ing = Ingester(settings(srv, tmp_path / "a.db", market="usdm", stream="aggTrade")).start()
@@ -501,6 +530,7 @@ def test_futures_non_market_prints_are_stored_but_never_reach_bars(tmp_path):
     assert (resolved.hole_count == resolved.last_missing_id - resolved.first_missing_id + 1).all()
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_futures_gap_is_reconciled_with_aggtrades(tmp_path):
     db = tmp_path / "g.db"
     lo, hi = BTC_USDM_FIRST + 1500, BTC_USDM_FIRST + 1999
@@ -537,6 +567,7 @@ def test_futures_gap_is_reconciled_with_aggtrades(tmp_path):
     assert stats.unfillable == multi_ids.size
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_stop_flushes_everything_received(tmp_path):
     db = tmp_path / "s.db"
     with replay(rate=6000.0) as srv:
@@ -572,6 +603,7 @@ def test_status_transitions_and_errors_name_the_host(tmp_path):
     assert not ing.status.fatal
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_http_451_is_fatal_and_stops_with_a_clear_status(tmp_path):
     class Refuse(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # websockets wants an HTTP/1.1 status line
@@ -602,6 +634,7 @@ def test_http_451_is_fatal_and_stops_with_a_clear_status(tmp_path):
         server.shutdown()
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_subscribers_get_every_stored_trade_and_slow_ones_count_misses(tmp_path):
     with replay(Faults(drop_after_messages=2000)) as srv:
         ing = Ingester(settings(srv, tmp_path / "t.db"))
@@ -624,6 +657,7 @@ def test_subscribers_get_every_stored_trade_and_slow_ones_count_misses(tmp_path)
     assert slow not in ing._subs
 
 
+@pytest.mark.usefixtures("ws_path")
 def test_overflow_is_counted_reported_and_backfilled(tmp_path):
     class SlowDisk(TickStore):
         """A store whose first writes are slow, as a disk under pressure."""
@@ -823,3 +857,61 @@ def test_fast_frame_path_over_a_raw_socket():
     assert kinds[i_big] is bytearray and kinds[i_big + 1:i_big + 3] == [bytes, bytes]
     assert client_frames == [(0xA, b"ping-1"), (0x8, (1000).to_bytes(2, "big") + b"bye")]
     assert (code, reason) == (1000, "bye")
+
+
+# =============================================================================
+# the websockets fast path, fenced (quantlab.ingest.tap)
+# =============================================================================
+@pytest.mark.parametrize("how", ["setting", "env"])
+def test_the_plain_path_can_be_forced_and_loses_nothing(tmp_path, monkeypatch, how):
+    """``IngestSettings(ws_fast_path=False)`` or ``QUANTLAB_WS_FAST_PATH=0``: frames
+    come through websockets' recv(), the connection is websockets' own class,
+    and a drop still loses nothing. By default (verified websockets) the tap runs."""
+    from websockets.asyncio.client import ClientConnection
+
+    from quantlab.ingest.tap import _tap_connection_class
+
+    monkeypatch.delenv(WS_ENV, raising=False)
+    with replay(Faults(drop_after_messages=1500)) as srv:
+        kw = {}
+        if how == "setting":
+            kw["ws_fast_path"] = False
+        else:
+            monkeypatch.setenv(WS_ENV, "0")
+        ing = Ingester(settings(srv, tmp_path / "p.db", **kw)).start()
+        run_until(ing, lambda: ing.stats.reconnects >= 1 and ing.status.pending_gaps == 0
+                  and ing.stats.trades_backfilled > 0, message="a reconnect backfilled")
+        conn = ing._primary.ws
+        stats = ing.stop()
+        check_complete(tmp_path / "p.db", srv)
+    assert stats.ws_path == "plain"
+    assert type(conn) is ClientConnection and not isinstance(conn, _tap_connection_class())
+    monkeypatch.delenv(WS_ENV, raising=False)
+    with replay() as srv:
+        ing = Ingester(settings(srv, tmp_path / "t.db")).start()
+        run_until(ing, lambda: ing.stats.trades_stored > 100, message="trades on the tap")
+        conn = ing._primary.ws
+        stats = ing.stop()
+    assert stats.ws_path == "tap" and isinstance(conn, _tap_connection_class())
+
+
+def test_fast_path_is_used_only_with_verified_websockets(monkeypatch, caplog):
+    """An unverified websockets version turns the tap off (with a warning naming
+    why), and the verified range is the one pyproject.toml and environment.yml bound."""
+    import tomllib
+
+    import websockets
+
+    from quantlab.ingest.tap import VERIFIED_WEBSOCKETS, fast_path_problem, use_fast_path
+
+    assert fast_path_problem() is None and use_fast_path(True) and not use_fast_path(False)
+    monkeypatch.setattr(websockets, "__version__", "99.0")
+    assert "99.0 is outside the verified range" in fast_path_problem()
+    with caplog.at_level("WARNING", logger="quantlab.ingest"):
+        assert not use_fast_path(True)
+    assert "fast path off" in caplog.text
+    (lo, _), (hi, _) = VERIFIED_WEBSOCKETS
+    bound = f"websockets>={lo},<{hi}"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert bound in deps, deps
+    assert f"- {bound}" in (ROOT / "environment.yml").read_text()

@@ -1,4 +1,4 @@
-"""quantlab.io: files the tests build in Binance's exact shapes, plus the real data in
+"""quantlab.files (formerly quantlab.io): files the tests build in Binance's exact shapes, plus the real data in
 ../shared/data (through the ``shared_data`` fixture, which skips with a reason)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import io, schema
+from quantlab import files as io, schema
 from quantlab.errors import DataFileError, QuantlabError, UnknownSymbol
 
 T0 = 1723161255342  # 2024-08-08T23:54:15.342Z, ms

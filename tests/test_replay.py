@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
 from quantlab.binance import ControlReply, ErrorReply, NotTrade, ServerShutdown, Trade, parse_message
 from quantlab.errors import ConfigError
-from quantlab.io import iter_capture
+from quantlab.files import iter_capture
 from quantlab.replay import (
     Faults, RecordedSource, ReplayServer, SyntheticSource, handle_control, parse_ws_path,
 )

@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from quantlab.cli import build_parser, main
-from quantlab.io import iter_capture
+from quantlab.files import iter_capture
 from tests.conftest import ROOT
 from quantlab.replay import RecordedSource, ReplayServer, SyntheticSource, make_sources, warn_if_exposed
 

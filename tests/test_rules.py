@@ -13,7 +13,7 @@ import pytest
 
 from quantlab import bars, binance, schema
 from quantlab.binance import Trade
-from quantlab.io import capture_market, capture_trade, iter_capture
+from quantlab.files import capture_market, capture_trade, iter_capture
 
 TRADE_TYPES = (None, "MARKET", "INSURANCE_FUND", "ADL", "NA")
 VALUES = (1.5, 0.0, -1.0, math.nan)
@@ -86,7 +86,7 @@ def test_capture_market_rule_on_the_real_captures(shared_data: Path, folder: str
 
 
 def test_replay_and_files_agree_on_a_real_capture(shared_data: Path) -> None:
-    from quantlab.io import load_capture_trades
+    from quantlab.files import load_capture_trades
     from quantlab.replay import load_capture_markets
 
     cap = shared_data / "ws-capture-2024-08-08"
