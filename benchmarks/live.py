@@ -311,7 +311,7 @@ def parameter_changes(bars: int = 10_000, repeats: int = 5) -> list[dict]:
                              "taker_buy_volume": 0.0, "is_empty": False, "is_forming": False},
                             index=idx)
     out = []
-    for hedge in ("rolling_ols", "ols", "huber", "theil_sen", "kalman"):
+    for hedge in ("rolling-ols", "ols", "huber", "theil-sen", "kalman"):
         spec = PairSpec(symbol_y="ETHUSDT", symbol_x="BTCUSDT", window=60, hedge=hedge,
                         max_bars=bars)
         p, plots = PairPipeline(spec), PairPlots(spec)

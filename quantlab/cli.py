@@ -85,7 +85,7 @@ def _add_pair_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", help="first bar, ISO-8601 UTC (inclusive)")
     p.add_argument("--end", help="last bar, ISO-8601 UTC (exclusive)")
     p.add_argument("--window", type=int, required=True, help="rolling window in bars")
-    p.add_argument("--hedge", default="rolling-ols",
+    p.add_argument("--hedge", default="rolling-ols", type=lambda s: s.strip().replace("_", "-"),
                    choices=("ols", "huber", "theil-sen", "rolling-ols", "kalman"),
                    help="hedge-ratio method for the causal per-bar columns (default rolling-ols)")
     p.add_argument("--log-prices", action="store_true", help="fit on log prices")

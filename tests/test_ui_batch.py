@@ -17,7 +17,7 @@ from quantlab.ui.analytics import make_state
 from quantlab.ui.batch import seed_state
 from quantlab.ui.pipeline import ANALYTICS_COLUMNS, PairPipeline, PairSpec
 
-HEDGES = ("rolling_ols", "ols", "huber", "theil_sen", "kalman")
+HEDGES = ("rolling-ols", "ols", "huber", "theil-sen", "kalman")
 KEYS = ("beta", "alpha", "spread", "spread_mean", "spread_std", "zscore", "corr", "half_life")
 
 
@@ -72,7 +72,7 @@ def _bars_frames(t, y, x):
     return frame(y), frame(x)
 
 
-@pytest.mark.parametrize("hedge", ["rolling_ols", "huber", "kalman"])
+@pytest.mark.parametrize("hedge", ["rolling-ols", "huber", "kalman"])
 def test_batch_rows_equal_rows_committed_one_by_one(hedge):
     t, y, x = _pair(900, seed=4)
     # every bar kept: the expanding OLS and the Kalman filter depend on all of them

@@ -49,7 +49,7 @@ def test_report_button_starts_a_background_report_and_shows_a_link(tmp_path, mon
     db = tmp_path / "live.db"
     _store_with_minutes(db)
     m = LiveMonitor(MonitorParams(db_path=str(db), timeframe="1m", window=30,
-                                  hedge="rolling_ols", export_dir=str(tmp_path / "exports")))
+                                  hedge="rolling-ols", export_dir=str(tmp_path / "exports")))
     t0 = time.monotonic()
     m.b_report.click()
     took = time.monotonic() - t0

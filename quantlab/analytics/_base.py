@@ -13,8 +13,9 @@ import pandas as pd
 
 from quantlab.errors import ConfigError, InsufficientData
 
-#: Hedge-ratio methods, canonical spelling. ``_`` and ``-`` are interchangeable
-#: on input (the UI says ``rolling_ols``, the CLI ``rolling-ols``).
+#: Hedge-ratio methods, canonical spelling: the one every user-facing place shows
+#: (CLI, notebooks, UI, reports; tests/test_packaging.py checks it). ``_`` and ``-``
+#: are interchangeable on input (``rolling_ols`` is read as ``rolling-ols``).
 HEDGE_METHODS = ("rolling-ols", "ols", "huber", "theil-sen", "kalman")
 _HEDGE_ALIASES = {"rolling": "rolling-ols", "theilsen": "theil-sen", "theil": "theil-sen",
                   "rlm": "huber", "static": "ols"}

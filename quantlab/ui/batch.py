@@ -34,7 +34,7 @@ __all__ = ["analytics_columns", "seed_state", "tail_start", "warmup_bars", "COMP
 NAN = math.nan
 
 #: comparison hedge-ratio columns of the hedge plot -> the method computing them
-COMPARE = (("beta_static", "ols"), ("beta_rolling", "rolling_ols"), ("beta_kalman", "kalman"))
+COMPARE = (("beta_static", "ols"), ("beta_rolling", "rolling-ols"), ("beta_kalman", "kalman"))
 
 _MAIN = ("spread", "spread_mean", "spread_std", "zscore", "corr", "beta", "alpha", "half_life")
 
@@ -72,7 +72,7 @@ def tail_start(method: str, n: int, window: int, refit_every: int = 1) -> int:
     Robust methods re-fit every ``refit_every`` bars counted from the state's
     first bar, so the tail starts on a multiple of ``refit_every``.
 
-    >>> tail_start("rolling_ols", 10_000, 60), tail_start("ols", 10_000, 60)
+    >>> tail_start("rolling-ols", 10_000, 60), tail_start("ols", 10_000, 60)
     (9878, 0)
     >>> tail_start("huber", 10_000, 60, refit_every=15)
     9870

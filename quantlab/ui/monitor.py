@@ -106,7 +106,7 @@ class MonitorParams:
     symbol_x: str = "BTCUSDT"
     timeframe: str = "1s"
     window: int = 60
-    hedge: str = "rolling_ols"
+    hedge: str = "rolling-ols"
     z_entry: float = 2.0
     z_exit: float = 0.5
     alert_rules: tuple[str, ...] = ("zscore > 2", "zscore < -2")
@@ -134,6 +134,8 @@ class MonitorParams:
         object.__setattr__(self, "alert_rules", tuple(r.strip() for r in rules if r and r.strip()))
         object.__setattr__(self, "extra_pairs", tuple(tuple(p) for p in self.extra_pairs))
         object.__setattr__(self, "db_path", str(self.db_path))
+        if isinstance(self.hedge, str):  # "rolling_ols" is accepted as "rolling-ols"
+            object.__setattr__(self, "hedge", self.hedge.strip().replace("_", "-"))
         if self.capture_path is not None and not isinstance(self.capture_path, (str, Path)):
             object.__setattr__(self, "capture_path", tuple(str(p) for p in self.capture_path))
         if not self.rate > 0:

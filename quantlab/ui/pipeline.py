@@ -55,10 +55,10 @@ __all__ = ["HEDGES", "PairSpec", "PairPipeline", "PipelineUpdate", "ExchangeCloc
 
 #: Hedge-ratio methods offered in the UI: value -> label.
 HEDGES = {
-    "rolling_ols": "Rolling OLS",
+    "rolling-ols": "Rolling OLS",
     "ols": "OLS (expanding)",
     "huber": "Robust (Huber)",
-    "theil_sen": "Robust (Theil-Sen)",
+    "theil-sen": "Robust (Theil-Sen)",
     "kalman": "Kalman",
 }
 
@@ -97,7 +97,7 @@ class PairSpec:
     symbol_x: str
     timeframe: str = "1s"
     window: int = 60
-    hedge: str = "rolling_ols"
+    hedge: str = "rolling-ols"
     z_entry: float = 2.0
     z_exit: float = 0.5
     rules: tuple[str, ...] = ()
@@ -117,6 +117,8 @@ class PairSpec:
                 or self.window < 3:
             raise ConfigError("window", self.window, "an integer number of bars >= 3")
         object.__setattr__(self, "window", int(self.window))
+        if isinstance(self.hedge, str):  # "rolling_ols" is accepted as "rolling-ols"
+            object.__setattr__(self, "hedge", self.hedge.strip().replace("_", "-"))
         if self.hedge not in HEDGES:
             raise ConfigError("hedge", self.hedge, "one of " + ", ".join(HEDGES))
         if not (self.z_entry > 0 and 0 <= self.z_exit < self.z_entry):
@@ -276,7 +278,7 @@ class PairPipeline:
         # Comparison hedge ratios for the hedge plot (static / rolling / Kalman),
         # reusing the main state when it already is that method.
         self._compare = {}
-        for col, method in (("beta_static", "ols"), ("beta_rolling", "rolling_ols"),
+        for col, method in (("beta_static", "ols"), ("beta_rolling", "rolling-ols"),
                             ("beta_kalman", "kalman")):
             self._compare[col] = None if method == spec.hedge else self._analytics_factory(spec, method)
 
@@ -824,7 +826,7 @@ class PairPipeline:
             # kept warm-up rows are never plotted) and the Kalman filter
             # while its warm-up length stays.
             for col, method in batch.COMPARE:
-                if "window" in changes and (method == "rolling_ols" or (
+                if "window" in changes and (method == "rolling-ols" or (
                         method == "kalman" and not same_kalman)):
                     continue
                 st = self._compare.get(col, None)
