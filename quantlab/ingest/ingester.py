@@ -57,7 +57,7 @@ def _stop_all_at_exit() -> None:  # pragma: no cover - exercised at interpreter 
 
 
 class Ingester(_SupervisorPart, _FramePart, _BackfillPart, _WriterPart):
-    """Stores a market's live trades loss-free; see the module docstring.
+    """Stores a market's live trades loss-free; see :mod:`quantlab.ingest`.
 
     Parameters
     ----------
@@ -86,6 +86,14 @@ class Ingester(_SupervisorPart, _FramePart, _BackfillPart, _WriterPart):
     inside Jupyter (no ``nest_asyncio``). An ingester runs once: create a new
     one to start again (it resumes from the store). On a normal interpreter
     exit, running ingesters are stopped (and flushed) by an ``atexit`` hook.
+
+    Parts: every id decision is the :class:`~quantlab.ingest.core.IdLedger`'s
+    (``self._core``); the methods of the loop's connections, frames and
+    backfill and of the writer thread come from the mixins of
+    :mod:`~quantlab.ingest.supervisor`, :mod:`~quantlab.ingest.frames`,
+    :mod:`~quantlab.ingest.rest` and :mod:`~quantlab.ingest.writer`. Frames
+    leave websockets through :mod:`~quantlab.ingest.tap` unless
+    ``ws_fast_path=False`` or ``QUANTLAB_WS_FAST_PATH=0`` (``stats.ws_path``).
 
     Examples
     --------
@@ -136,8 +144,8 @@ class Ingester(_SupervisorPart, _FramePart, _BackfillPart, _WriterPart):
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
 
-        # loop-thread state
-        # The id accounting (last id per stream, gaps, drops, what REST owes): pure.
+        # loop-thread state. The id accounting (last id per stream, gaps, drops,
+        # what REST owes) is the pure IdLedger; the hot path reads core.last.
         self._core = IdLedger(settings.symbols)
         self._ws_fast = False  # decided in _main (quantlab.ingest.tap.use_fast_path)
         self._ws_path = ""  # "tap" or "plain" once a connection was opened
