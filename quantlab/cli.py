@@ -263,17 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- handlers -------------------------------------------------------------------
+# --- handlers: each calls its quantlab.commands module (ingest, demo/lab, report and
+# scan keep theirs in quantlab.ingest, quantlab.launch, quantlab.reports, quantlab.scan)
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from quantlab import replay
+    from quantlab.commands import replay
 
-    return replay.run_cli(args)
+    return replay.command(args)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from quantlab import pairs
+    from quantlab.commands import import_files
 
-    return pairs.import_files_cli(args)
+    return import_files.command(args)
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -285,27 +286,27 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from quantlab import pairs
+    from quantlab.commands import analyze
 
-    return pairs.analyze_cli(args)
+    return analyze.command(args)
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from quantlab import pairs
+    from quantlab.commands import backtest
 
-    return pairs.backtest_cli(args)
+    return backtest.command(args)
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
-    from quantlab import archive
+    from quantlab.commands import archive
 
-    return archive.archive_cli(args)
+    return archive.command(args)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from quantlab import pairs
+    from quantlab.commands import features
 
-    return pairs.features_cli(args)
+    return features.command(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -321,9 +322,9 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_ledger(args: argparse.Namespace) -> int:
-    from quantlab import ledger
+    from quantlab.commands import ledger
 
-    return ledger.ledger_cli(args)
+    return ledger.command(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

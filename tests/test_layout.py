@@ -33,3 +33,22 @@ def test_split_modules_stay_small(pkg: str) -> None:
     sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
     assert len(sizes) >= 4, sizes
     assert max(sizes.values()) <= 650, sizes
+
+
+def test_cli_handlers_live_in_commands() -> None:
+    import argparse
+    import importlib
+
+    from quantlab import archive, ledger, pairs
+    from quantlab.commands.replay import replay_keywords
+
+    for name in ("analyze", "archive", "backtest", "features", "import_files", "ledger", "replay"):
+        assert callable(importlib.import_module(f"quantlab.commands.{name}").command), name
+    for mod in (pairs, archive, ledger):
+        assert not [n for n in vars(mod) if n.endswith("_cli")], mod.__name__
+    ns = argparse.Namespace(capture=["a.gz"], trades=None, symbols=["BTCUSDT"], market=None, rate=5.0,
+                            speed=2.0, seed=1, host="127.0.0.1", port=0, faults=["drop_after=3"])
+    kw = replay_keywords(ns, market="spot", prefill=0)
+    assert kw == {"source_kind": "capture", "paths": ["a.gz"], "symbols": ["BTCUSDT"], "rate": 5.0,
+                  "speed": 2.0, "port": 0, "seed": 1, "host": "127.0.0.1", "faults": ["drop_after=3"],
+                  "market": "spot", "prefill": 0, "rebase_time": False, "live_clock": False}

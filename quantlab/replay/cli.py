@@ -35,11 +35,9 @@ def run_cli(args: argparse.Namespace | None = None, *, source_kind: str | None =
 
     Parameters
     ----------
-    args : the ``argparse`` namespace of :mod:`quantlab.cli` (attributes ``synthetic``,
-        ``capture`` / ``trades`` (lists of files), ``symbols``, ``market``, ``rate``,
-        ``speed``, ``seed``, ``host``, ``port`` and optionally ``faults`` (``key=value``
-        strings), ``prefill``, ``rebase_time``, ``live_clock``); when given it overrides
-        the keywords.
+    args : optional ``argparse`` namespace of ``quantlab replay``, mapped to these
+        keywords by :func:`quantlab.commands.replay.replay_keywords` (when given it
+        overrides them); the CLI itself calls with plain keywords.
     source_kind : ``"synthetic"`` (default), ``"capture"`` or ``"trades"``; paths : files.
     symbols, rate, speed, port, market, seed, host, prefill, rebase_time : see
         :func:`make_sources` (``market="both"``: spot and USD-M on one port) and
@@ -54,24 +52,13 @@ def run_cli(args: argparse.Namespace | None = None, *, source_kind: str | None =
         :class:`~quantlab.errors.QuantlabError` (the CLI maps them to 2); 1 if the port
         cannot be bound.
     """
-    if args is not None:
-        if getattr(args, "capture", None):
-            source_kind, paths = "capture", args.capture
-        elif getattr(args, "trades", None):
-            source_kind, paths = "trades", args.trades
-        else:
-            source_kind = "synthetic"
-        symbols = getattr(args, "symbols", symbols)
-        rate = getattr(args, "rate", rate)
-        speed = getattr(args, "speed", speed)
-        port = getattr(args, "port", port)
-        market = getattr(args, "market", market) or market
-        seed = getattr(args, "seed", seed)
-        host = getattr(args, "host", host)
-        prefill = getattr(args, "prefill", prefill) or 0
-        rebase_time = bool(getattr(args, "rebase_time", rebase_time))
-        live_clock = bool(getattr(args, "live_clock", live_clock))
-        faults = getattr(args, "faults", faults)
+    if args is not None:  # the namespace form, kept for callers; quantlab.commands.replay maps it
+        from quantlab.commands.replay import replay_keywords
+
+        return run_cli(**replay_keywords(
+            args, source_kind=source_kind, paths=paths, symbols=symbols, rate=rate, speed=speed,
+            port=port, market=market, faults=faults, seed=seed, host=host, prefill=prefill,
+            rebase_time=rebase_time, live_clock=live_clock))
     if isinstance(faults, Mapping):
         faults = Faults.from_dict(faults)
     elif isinstance(faults, (list, tuple)):
