@@ -96,3 +96,24 @@ def test_bad_input_exits_2_with_one_line(universe, tmp_path, capsys, extra, mess
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("quantlab scan: error: ") and message in err[0], err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_scan_real_usdm_alts_from_files(shared_data, tmp_path, capsys):
+    """Real Binance USD-M 1m klines of February 2024 (ALGO, AVAX, FIL, NEAR):
+    materialised from the gzip files, scanned on 15m bars."""
+    folder = shared_data / "klines-um-1m-alts"
+    files = sorted(folder.glob("*-1m-2024-02.csv.gz"))
+    if len(files) < 3:
+        pytest.skip(f"fewer than 3 February 2024 kline files in {folder}")
+    out = tmp_path / "real.csv"
+    rc = main(["scan", "--files", *map(str, files), "--timeframe", "15m",
+               "--formation", "2024-02-01/2024-02-20", "--evaluation", "2024-02-20/2024-03-01",
+               "--workers", "1", "--no-ledger", "--no-progress", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    t = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    n = len(files)
+    assert len(t) == n * (n - 1) // 2 and t["error"].isna().all()
+    assert (t["n_bars"] == 19 * 96).all() and (t["eval_n_bars"] == 10 * 96).all()  # 2024 is a leap year
+    assert t["corr_returns"].between(0.3, 1.0).all()  # alts move together
+    assert (t["liquidity_quote"] > 1e4).all()
+    assert ((t["coint_pvalue_by_adj"] >= t["coint_pvalue_bh_adj"]) | t["coint_pvalue_by_adj"].isna()).all()
