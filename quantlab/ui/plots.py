@@ -236,6 +236,12 @@ class PairPlots:
                 p.below.remove(ax)
             for grid in [r for r in p.center if getattr(r, "dimension", None) == 0]:
                 p.center.remove(grid)
+        # The shared time axis follows the closed bars only: a forming-bar update
+        # (10 a second) then leaves the axis as it is, and only the two plots that
+        # draw the forming bar repaint, not all six (each repaint costs the
+        # browser O(kept bars)).
+        self.x_range.renderers = [r for fig in self.figures for r in fig.renderers
+                                  if getattr(r, "data_source", None) is self.bars]
         self.layout = column(*self.figures, name=f"{s.label}:layout")
 
     # -- updates (UI pump / user actions only, on the kernel loop) ---------------------
