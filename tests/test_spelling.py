@@ -117,6 +117,10 @@ def test_cli_offers_the_canonical_names_and_accepts_both():
                 assert set(a.choices) == set(HEDGE_METHODS) and a.default == "rolling-ols"
                 assert a.type("theil_sen") == "theil-sen" and a.type("rolling-ols") == "rolling-ols"
     assert seen >= 1
+    args = ["analyze", "--files", "a.csv", "--y", "AUSDT", "--x", "BUSDT", "--window", "30",
+            "--out", "o.csv", "--hedge"]
+    assert parser.parse_args(args + ["theil_sen"]).hedge == "theil-sen"
+    assert parser.parse_args(args + ["rolling-ols"]).hedge == "rolling-ols"
 
 
 def test_ui_and_reports_use_canonical_names_and_accept_both():
