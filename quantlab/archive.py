@@ -91,7 +91,7 @@ import numpy as np
 import pandas as pd
 
 from quantlab.errors import ArchiveError, ConfigError, UnknownSymbol  # noqa: F401 (ArchiveError re-exported)
-from quantlab.schema import BAR_COLUMNS, BAR_DTYPES, TICK_COLUMNS, ms_to_utc_index
+from quantlab.schema import BAR_COLUMNS, BAR_DTYPES, MARKETS, TICK_COLUMNS, ms_to_utc_index
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ TICKS = "ticks"
 BAR_FILE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "quote_volume",
                     "trade_count", "vwap", "taker_buy_volume")
 TICK_FILE_COLUMNS = tuple(c for c in TICK_COLUMNS if c not in ("market", "symbol"))
-_MARKETS = ("spot", "usdm")
+_MARKETS = MARKETS
 _DATASET_RE = re.compile(r"^bars_(\w+)$")
 # data.binance.vision daily names: SYMBOL-<interval|trades|aggTrades>-YYYY-MM-DD.<ext>
 _DAILY_NAME = re.compile(r"^([A-Z0-9]+)-([A-Za-z0-9]+)-(\d{4}-\d{2}-\d{2})\.")

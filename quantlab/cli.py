@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 
+from quantlab.config import KINDS, MARKETS
 from quantlab.errors import QuantlabError
 
 logger = logging.getLogger("quantlab")
@@ -74,7 +75,7 @@ def _add_data_source(p: argparse.ArgumentParser, *, archive: bool = True) -> Non
     if archive:
         src.add_argument("--archive", metavar="DIR",
                          help="Parquet archive folder written by `quantlab archive`")
-    p.add_argument("--market", choices=("spot", "usdm"), help="market, when the source holds both")
+    p.add_argument("--market", choices=MARKETS, help="market, when the source holds both")
 
 
 def _add_pair_source(p: argparse.ArgumentParser) -> None:
@@ -130,13 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--db", required=True)
     p.add_argument("--symbol", help="symbol, when the file name does not say")
-    p.add_argument("--market", choices=("spot", "usdm"), help="market, when the file name does not say")
+    p.add_argument("--market", choices=MARKETS, help="market, when the file name does not say")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("ingest", help="store live trades loss-free (Ctrl-C flushes and exits)")
-    p.add_argument("--market", choices=("spot", "usdm"), required=True)
+    p.add_argument("--market", choices=MARKETS, required=True)
     p.add_argument("--symbols", type=_symbols, required=True, help="e.g. BTCUSDT,ETHUSDT")
-    p.add_argument("--stream", choices=("trade", "aggTrade"), default="trade")
+    p.add_argument("--stream", choices=KINDS, default="trade")
     p.add_argument("--db", required=True)
     p.add_argument("--ws-url", help="WebSocket base, e.g. the `ws` printed by `quantlab replay`")
     p.add_argument("--rest-url", help="REST base, e.g. the `rest` printed by `quantlab replay`")
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeframes", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
                    default=None, help="--db only: bar datasets to write, e.g. 1s,1m,1h (default 1s,1m)")
     p.add_argument("--symbols", type=_symbols, default=None, help="--db only: e.g. BTCUSDT,ETHUSDT")
-    p.add_argument("--market", choices=("spot", "usdm"),
+    p.add_argument("--market", choices=MARKETS,
                    help="only this market (--db); the market of files that do not say (--files)")
     p.add_argument("--rewrite", action="store_true", help="rewrite complete days too")
     p.set_defaults(func=_cmd_archive)

@@ -13,6 +13,12 @@ from typing import Any, Mapping, TypeVar
 
 from quantlab.errors import ConfigError
 
+# The markets and stream kinds of the whole package: the one list (schema, binance,
+# store, replay, synthetic, archive, reports and the CLI choices read these). Here,
+# in a stdlib-only leaf, so the CLI parser can use them without importing pandas.
+MARKETS = ("spot", "usdm")
+KINDS = ("trade", "aggTrade")
+
 T = TypeVar("T")
 
 

@@ -36,10 +36,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-# The markets and stream kinds of the whole package (one list: binance, store,
-# replay, synthetic and the CLI choices read these).
-MARKETS = ("spot", "usdm")
-KINDS = ("trade", "aggTrade")
+from quantlab.config import KINDS, MARKETS  # noqa: F401  (the one list, defined in config; re-exported)
+
 # Futures ``X`` of a trade that belongs in bars; spot trades have no ``X`` (None).
 MARKET_PRINT = "MARKET"
 

@@ -49,7 +49,10 @@ def test_one_list_of_markets_kinds_and_one_clock() -> None:
     from quantlab import replay, store, synthetic
 
     assert schema.MARKETS == ("spot", "usdm") and schema.KINDS == ("trade", "aggTrade")
-    assert binance.MARKETS is schema.MARKETS and binance.KINDS is schema.KINDS
+    from quantlab import archive, config
+
+    assert binance.MARKETS is schema.MARKETS is config.MARKETS and binance.KINDS is schema.KINDS is config.KINDS
+    assert archive._MARKETS is config.MARKETS
     assert synthetic.MARKETS is schema.MARKETS
     assert binance.now_ms is schema.now_ms
     for mod in (store, replay):

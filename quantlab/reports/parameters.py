@@ -16,7 +16,7 @@ import re
 import types
 from typing import Any, Mapping
 
-from quantlab.config import require_choice
+from quantlab.config import MARKETS, require_choice
 from quantlab.errors import ConfigError
 
 __all__ = ["ReportParameters", "validate_parameters", "notebook_parameters", "coerce_cli_value",
@@ -151,7 +151,7 @@ class ReportParameters:
         if self.symbol_y == self.symbol_x:
             raise ConfigError("symbol_x", self.symbol_x, "a symbol different from symbol_y")
         if self.market is not None:
-            require_choice("market", self.market, ("spot", "usdm"))
+            require_choice("market", self.market, MARKETS)
         if not isinstance(self.timeframe, str):
             raise ConfigError("timeframe", self.timeframe, 'a bar size such as "1m"')
         parse_timeframe(self.timeframe)
