@@ -1296,7 +1296,7 @@ class LiveMonitor:
         feed. A bad file raises (the buttons show the error) and changes
         nothing."""
         from quantlab.bars import aggregate_bars, resample_trades
-        from quantlab.io import load_file, load_file_bytes
+        from quantlab.files import load_file, load_file_bytes
 
         params = self.params_from_controls()
         loaded = []
