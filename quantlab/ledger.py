@@ -1061,21 +1061,19 @@ def _user() -> str:
         return os.environ.get("USER", "unknown")
 
 
-# --- CLI -----------------------------------------------------------------------------------
-def record_backtest_run(args: Any, aligned: pd.DataFrame, result: Any) -> dict:
-    """Record a ``quantlab backtest`` run and deflate its Sharpe by its family.
+# --- recording a backtest run ----------------------------------------------------------------
+def record_backtest_run(aligned: pd.DataFrame, result: Any, *, path: str | Path,
+                        params: Mapping[str, Any]) -> dict:
+    """Record a backtest run in the ledger at ``path`` and deflate its Sharpe by its family.
 
-    The ledger is ``--ledger`` or :func:`default_ledger_path` of the run's
-    source. Params: the analytics options (window, hedge, log prices, carry)
-    and every :class:`quantlab.backtest.BacktestSettings` field. Returns the
-    keys the summary JSON gains: ``n_trials``, ``dsr``, ``trial_k``,
+    ``params`` are the analytics options (window, hedge, log prices, carry); every
+    :class:`quantlab.backtest.BacktestSettings` field of ``result.settings`` is added.
+    Returns the keys the summary JSON gains: ``n_trials``, ``dsr``, ``trial_k``,
     ``trial_id``, ``sharpe_per_bar``, ``expected_max_sharpe``, ``ledger``.
+    (``quantlab backtest`` calls it from :mod:`quantlab.commands.backtest`, which picks
+    ``--ledger`` or :func:`default_ledger_path` of the run's source.)
     """
-    path = getattr(args, "ledger", None) or default_ledger_path(
-        db=getattr(args, "db", None), files=getattr(args, "files", None),
-        archive=getattr(args, "archive", None))
-    params = {"window": args.window, "hedge": args.hedge, "log_prices": bool(args.log_prices),
-              "max_carry_bars": args.max_carry_bars, **dataclasses.asdict(result.settings)}
+    params = {**params, **dataclasses.asdict(result.settings)}
     with Ledger(path) as ledger:
         ref = ledger.record(trial_from_backtest(aligned, result, params=params))
         d = ledger.deflate(ref)

@@ -36,9 +36,7 @@ def command(args: Any) -> int:
     equity = bt.equity.copy()
     equity.index.name = "time"
     equity.to_csv(args.equity, date_format=iso)
-    from quantlab.ledger import record_backtest_run  # the trial ledger (issue 11)
-
-    summary = {**bt.summary(), **record_backtest_run(args, aligned, bt)}
+    summary = {**bt.summary(), **_record_trial(args, aligned, bt)}
     write_json(args.summary, {**summary, "metadata": _metadata(args, aligned, "backtest")})
     print(f"{summary['n_trades']} trades, total_pnl={summary['total_pnl']:.6g}, "
           f"sharpe={summary['sharpe']}, max_drawdown={summary['max_drawdown']:.6g}, "
@@ -47,3 +45,16 @@ def command(args: Any) -> int:
     print(f"trial {summary['trial_k']} of {summary['n_trials']} in this family; deflated Sharpe "
           f"{dsr} (ledger {summary['ledger']}, trial {summary['trial_id']})")
     return 0
+
+
+def _record_trial(args: Any, aligned: Any, result: Any) -> dict:
+    """The run in the trial ledger (issue 11): ``--ledger``, else the default ledger
+    of the run's source; params are the analytics options of the namespace."""
+    from quantlab.ledger import default_ledger_path, record_backtest_run
+
+    path = getattr(args, "ledger", None) or default_ledger_path(
+        db=getattr(args, "db", None), files=getattr(args, "files", None),
+        archive=getattr(args, "archive", None))
+    params = {"window": args.window, "hedge": args.hedge, "log_prices": bool(args.log_prices),
+              "max_carry_bars": args.max_carry_bars}
+    return record_backtest_run(aligned, result, path=path, params=params)
