@@ -307,3 +307,24 @@ def test_scan_tests_are_recorded_in_the_ledger_by_the_client(planted, tmp_path):
     again = scan(syms, archive=d, windows=w, workers=1, ledger=path)
     assert again.ledger["new"] == 0 and again.ledger["trials"] == 30
     pd.testing.assert_frame_equal(again.table, res.table)
+
+
+def test_scan_table_deflates_each_formation_sharpe_by_the_scan():
+    """``dsr``: every pair's formation backtest deflated by the number of pairs
+    with a Sharpe in the scan and their Sharpe variance (Bailey and Lopez de Prado)."""
+    from quantlab.analytics import deflated_sharpe_ratio
+    from quantlab.scan.core import deflated_sharpes
+
+    rng = np.random.default_rng(7)
+    n = 30
+    t = pd.DataFrame({"sharpe_per_bar": rng.normal(0, 0.01, n), "pnl_skew": rng.normal(0, 0.3, n),
+                      "pnl_kurtosis": 3 + rng.uniform(0, 2, n), "pnl_n_obs": 5000.0})
+    t.loc[4, "sharpe_per_bar"] = np.nan  # never traded: no trial Sharpe
+    t.loc[7, "sharpe_per_bar"] = 0.08   # one strong pair
+    dsr = deflated_sharpes(t)
+    ok = t["sharpe_per_bar"].notna()
+    var = float(np.var(t.loc[ok, "sharpe_per_bar"], ddof=1))
+    ref = deflated_sharpe_ratio(0.08, n_obs=5000, n_trials=int(ok.sum()), sharpe_variance=var,
+                                skew=t.loc[7, "pnl_skew"], kurtosis=t.loc[7, "pnl_kurtosis"]).dsr
+    assert dsr[7] == pytest.approx(ref, rel=1e-12) and np.isnan(dsr[4])
+    assert np.nanargmax(dsr) == 7 and np.all((dsr[ok] >= 0) & (dsr[ok] <= 1))

@@ -91,12 +91,14 @@ __all__ = ["ScanWindows", "ScanSettings", "PairBars", "FormationParams", "format
 ADJUST_METHODS = {"bh": "fdr_bh", "by": "fdr_by"}
 
 _BT_KEYS = ("n_trades", "total_return", "sharpe", "max_drawdown_return", "hit_rate")
+#: Per-bar moments of the formation backtest's net PnL changes, for the deflated Sharpe.
+_MOMENT_KEYS = ("sharpe_per_bar", "pnl_skew", "pnl_kurtosis", "pnl_n_obs")
 FORMATION_COLUMNS = (
     "n_bars", "corr_returns", "hedge_ratio", "intercept", "spread_mean", "spread_std",
     "coint_stat_yx", "coint_pvalue_yx", "coint_stat_xy", "coint_pvalue_xy", "coint_crit_5",
     "coint_pvalue", "johansen_trace", "johansen_trace_crit_5", "johansen_rank",
     "half_life_bars", "hurst", "n_crossings", "ssd", "liquidity_quote", "illiquid",
-    *_BT_KEYS,
+    *_BT_KEYS, *_MOMENT_KEYS,
 )
 EVALUATION_COLUMNS = (
     "eval_n_bars", "eval_adf_pvalue", "eval_half_life_bars", "eval_spread_mean_z",
@@ -105,7 +107,7 @@ EVALUATION_COLUMNS = (
 ADJUSTED_COLUMNS = tuple(f"coint_pvalue{o}_{m}_adj" for m in ADJUST_METHODS
                          for o in ("_yx", "_xy", ""))
 TABLE_COLUMNS = ("y", "x", *FORMATION_COLUMNS, *EVALUATION_COLUMNS, *ADJUSTED_COLUMNS,
-                 "selected", "error")
+                 "dsr", "selected", "error")
 
 
 def _ms(value: Any, field: str) -> int:
@@ -289,14 +291,31 @@ class FormationParams:
     spread_std: float
 
 
-def _backtest(bars: PairBars, beta: float, z: np.ndarray, s: ScanSettings) -> dict[str, float]:
-    from quantlab.backtest import sweep
+def _backtest(bars: PairBars, beta: float, z: np.ndarray, s: ScanSettings, *,
+              moments: bool = False) -> dict[str, float]:
+    """The backtest's summary figures; with ``moments`` also the per-bar Sharpe,
+    skewness, non-excess kurtosis and count of its net PnL changes (the inputs
+    of the deflated Sharpe)."""
+    from quantlab.analytics.overfit import return_moments
+    from quantlab.backtest import _sweep_cells  # sweep's engine, which can keep per-bar PnL
 
     data = {"y_open": bars.y_open, "y_close": bars.y_close, "x_open": bars.x_open,
             "x_close": bars.x_close, "beta": np.full(z.size, beta), "zscore": z}
-    row = sweep(data, entries=[s.entry_z], exits=[s.exit_z], stop=s.stop_z, fee_bps=s.fee_bps,
-                sizing="gross_notional", size=1.0, bar_seconds=bars.bar_seconds).iloc[0]
-    return {k: (math.nan if row[k] is None else float(row[k])) for k in _BT_KEYS}
+    table, pnls, _ = _sweep_cells(data, entries=[s.entry_z], exits=[s.exit_z], windows=None,
+                                  zscore_for_window=None, settings=None, keep_pnl=moments,
+                                  overrides=dict(stop=s.stop_z, fee_bps=s.fee_bps,
+                                                 sizing="gross_notional", size=1.0,
+                                                 bar_seconds=bars.bar_seconds))
+    row = table.iloc[0]
+    out = {k: (math.nan if row[k] is None else float(row[k])) for k in _BT_KEYS}
+    if moments:
+        pnl = pnls[0]
+        m = return_moments(pnl) if np.isfinite(pnl).sum() >= 2 else None
+        ok = m is not None and m.sharpe is not None
+        out.update(sharpe_per_bar=m.sharpe if ok else math.nan,
+                   pnl_skew=m.skew if ok else math.nan, pnl_kurtosis=m.kurtosis if ok else math.nan,
+                   pnl_n_obs=float(m.n_obs) if m is not None else math.nan)
+    return out
 
 
 def _check(bars: PairBars, s: ScanSettings, what: str) -> None:
@@ -351,7 +370,7 @@ def formation_figures(bars: PairBars, settings: ScanSettings
                                      np.median(bars.x_quote_volume))),
     }
     figures["illiquid"] = bool(figures["liquidity_quote"] < s.min_notional)
-    figures.update(_backtest(bars, beta, dev / sd, s))
+    figures.update(_backtest(bars, beta, dev / sd, s, moments=True))
     return figures, FormationParams(hedge_ratio=float(beta), intercept=float(alpha),
                                     spread_mean=mu, spread_std=sd)
 
@@ -405,6 +424,34 @@ def pair_figures(formation: PairBars, evaluation: PairBars | None,
     return row
 
 
+def deflated_sharpes(table: pd.DataFrame) -> np.ndarray:
+    """Deflated Sharpe (Bailey and Lopez de Prado 2014) of every pair's formation
+    backtest, deflated by the scan itself: ``n_trials`` = pairs whose backtest
+    has a per-bar Sharpe, :math:`V[SR]` their variance (ddof 1). NaN where a pair
+    has no Sharpe (it never traded). Evaluation figures are out of sample and
+    are not deflated."""
+    from quantlab.analytics.overfit import deflated_sharpe_ratio
+
+    if not {"sharpe_per_bar", "pnl_skew", "pnl_kurtosis", "pnl_n_obs"} <= set(table.columns):
+        return np.full(len(table), np.nan)  # a table without backtest moments
+    sr = table["sharpe_per_bar"].to_numpy(float)
+    ok = np.isfinite(sr)
+    out = np.full(sr.size, np.nan)
+    n = int(ok.sum())
+    if n == 0:
+        return out
+    var = float(np.var(sr[ok], ddof=1)) if n >= 2 else 0.0
+    skew, kurt, nobs = (table[c].to_numpy(float) for c in ("pnl_skew", "pnl_kurtosis", "pnl_n_obs"))
+    for i in np.flatnonzero(ok & (nobs >= 2)):
+        try:
+            out[i] = deflated_sharpe_ratio(float(sr[i]), n_obs=int(nobs[i]), n_trials=n,
+                                           sharpe_variance=var, skew=float(skew[i]),
+                                           kurtosis=float(kurt[i])).dsr
+        except QuantlabError:  # e.g. a moment outside the formula's domain
+            out[i] = math.nan
+    return out
+
+
 def adjust_and_select(table: pd.DataFrame, settings: ScanSettings) -> pd.DataFrame:
     """Adjust every Engle-Granger p-value of the table at once and select.
 
@@ -440,6 +487,7 @@ def adjust_and_select(table: pd.DataFrame, settings: ScanSettings) -> pd.DataFra
         with np.errstate(invalid="ignore"):
             sel &= out["half_life_bars"].to_numpy(float) <= settings.max_half_life_bars
     out["selected"] = sel
+    out["dsr"] = deflated_sharpes(out)
     out.attrs["n_tests"] = int(ok.sum())
     out.attrs["q"] = settings.q
     out.attrs["adjust"] = settings.adjust
