@@ -1122,7 +1122,12 @@ class LiveMonitor:
         self.b_report.disabled = True
         self.report_link.value = _note_html(f"building the report {out.name} ...")
         if not self.running:
-            self._report_task = asyncio.get_event_loop().create_task(self._poll_report_loop())
+            try:  # in a kernel the button callback runs on the kernel's loop
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop here (plain Python): the caller polls the job
+                loop = None
+            if loop is not None:
+                self._report_task = loop.create_task(self._poll_report_loop())
         return job
 
     async def _poll_report_loop(self) -> None:
