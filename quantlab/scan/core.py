@@ -111,19 +111,15 @@ TABLE_COLUMNS = ("y", "x", *FORMATION_COLUMNS, *EVALUATION_COLUMNS, *ADJUSTED_CO
 
 
 def _ms(value: Any, field: str) -> int:
-    """ISO-8601 (UTC when naive) or epoch ms -> int ms."""
+    """ISO-8601 (UTC when naive) or epoch ms -> int ms (:func:`quantlab.pairs.parse_time_ms`)."""
+    from quantlab.pairs import parse_time_ms
+
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(field, value, "an ISO-8601 time such as 2024-01-01 or epoch ms") from exc
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return int(ts.tz_convert("UTC").value // 1_000_000)
+    ms = parse_time_ms(str(value), field)
+    if ms is None:
+        raise ConfigError(field, value, "an ISO-8601 time such as 2024-01-01 or epoch ms")
+    return ms
 
 
 def _span(value: Any, field: str) -> tuple[int, int]:
