@@ -219,8 +219,10 @@ def _error_html(text: str) -> str:
     return f"<div style='color:#b71c1c;font-size:12px'>&#9888; {html.escape(text)}</div>"
 
 
-def _note_html(text: str) -> str:
-    return f"<div style='color:#37474f;font-size:12px'>{html.escape(text)}</div>"
+def _note_html(text: str, *, markup: bool = False) -> str:
+    """A note line; ``markup=True``: ``text`` is HTML already escaped by the caller."""
+    body = text if markup else html.escape(text)
+    return f"<div style='color:#37474f;font-size:12px'>{body}</div>"
 
 
 def _describe(exc: BaseException) -> str:
@@ -510,7 +512,12 @@ class LiveMonitor:
         self.w_format = W.Dropdown(options=[("CSV", ".csv"), ("Parquet", ".parquet"),
                                             ("Excel", ".xlsx")], value=".csv",
                                    layout=W.Layout(width="100px"))
-        self.b_export = W.Button(description="Export", icon="download")
+        self.b_export = W.Button(description="Export", icon="download",
+                                 tooltip="the kept bars and analytics of every pair")
+        self.b_features = W.Button(description="Features", icon="table",
+                                   tooltip="the feature table of every pair (causal "
+                                           "per-bar state and indicators), as a file and "
+                                           "a download")
         self.b_report = W.Button(description="Report", icon="file-text",
                                  tooltip="a shareable HTML report of the first pair, built "
                                          "in the background from the store")
@@ -533,6 +540,7 @@ class LiveMonitor:
         self.b_adf.on_click(self._guard(lambda _b: self.adf_now()))
         self.b_add.on_click(self._guard(lambda _b: self.add_pair(self.w_y.value, self.w_x.value)))
         self.b_export.on_click(self._guard(lambda _b: self.export(self.w_format.value)))
+        self.b_features.on_click(self._guard(lambda _b: self.export_features(self.w_format.value)))
         self.b_report.on_click(self._guard(lambda _b: self.report()))
         self.w_follow.observe(self._guard(lambda ch: self.follow(ch["new"])), names="value")
         self.b_files.on_click(self._guard(lambda _b: self._load_uploads()))
@@ -554,7 +562,7 @@ class LiveMonitor:
                     self.w_tf_custom], **row),
             W.HBox([self.w_window, self.w_hedge, self.w_entry, self.w_exit], **row),
             W.HBox([self.w_rules, self.b_start, self.b_stop, self.b_adf, self.b_add,
-                    self.w_format, self.b_export, self.b_report, self.w_follow], **row),
+                    self.w_format, self.b_export, self.b_features, self.b_report, self.w_follow], **row),
             self.report_link,
             W.HBox([self.w_up_y, self.w_up_x, self.b_files], **row),
         ])
@@ -1260,28 +1268,61 @@ class LiveMonitor:
     def export(self, fmt: str = ".csv", directory: str | Path | None = None) -> list[Path]:
         """Write each pair's current bars and analytics (``.csv``,
         ``.parquet`` or ``.xlsx``) and show where; returns the paths."""
+        return self._export_tables("monitor", lambda v: v.pipeline.frame(), fmt, directory)
+
+    def export_features(self, fmt: str = ".csv", directory: str | Path | None = None) -> list[Path]:
+        """Write each pair's feature table (:func:`quantlab.features.feature_table`
+        over the kept closed bars, with the pair's window and hedge; every column
+        causal, no labels) and show where, with a download link for CSV files;
+        returns the paths. Same table as ``quantlab features`` on the same bars."""
+        from quantlab.features import feature_table
+
+        def features(v: PairView) -> pd.DataFrame:
+            aligned = v.pipeline.aligned()
+            if len(aligned) < 3:
+                return aligned.iloc[:0]
+            return feature_table(aligned, window=max(3, v.pipeline.spec.window),
+                                 hedge=v.pipeline.spec.hedge)
+
+        return self._export_tables("features", features, fmt, directory, download=True)
+
+    #: largest CSV offered as an in-page download link (bytes); bigger: the path only
+    DOWNLOAD_LINK_MAX_BYTES = 20_000_000
+
+    def _export_tables(self, kind: str, table: Callable[[PairView], pd.DataFrame], fmt: str,
+                       directory: str | Path | None, download: bool = False) -> list[Path]:
         from quantlab.export import default_filename, export_frame
 
         if not fmt.startswith("."):
             fmt = "." + fmt
         out_dir = Path(directory or self.params.export_dir)
-        paths, links = [], []
+        frames = []
         for v in self.views:
-            frame = v.pipeline.frame()
+            frame = table(v)
             if frame.empty:
                 raise ConfigError("export", f"{v.spec.label}: no bars yet",
                                   "at least one closed bar (start the feed or load files)")
+            frames.append((v, frame))
+        paths, links = [], []
+        for v, frame in frames:
             spec = v.pipeline.spec
-            name = default_filename("monitor", [spec.symbol_y, spec.symbol_x], spec.timeframe,
+            name = default_filename(kind, [spec.symbol_y, spec.symbol_x], spec.timeframe,
                                     frame.index[0], frame.index[-1], fmt.lstrip("."))
             meta = {"symbols": [spec.symbol_y, spec.symbol_x], "timeframe": spec.timeframe,
                     "window": spec.window, "method": spec.hedge, "source": self.params.source,
                     "market": self.params.market, "z_entry": spec.z_entry, "z_exit": spec.z_exit,
                     "alert_rules": list(spec.rules)}
+            if "feature_settings" in frame.attrs:
+                meta["feature_settings"] = frame.attrs["feature_settings"]
             path = export_frame(frame, out_dir / name, metadata=meta)
             paths.append(path)
-            links.append(html.escape(str(path)))
-        self._show_note("exported: " + ", ".join(links))
+            text = html.escape(str(path))
+            if download and fmt == ".csv" and path.stat().st_size <= self.DOWNLOAD_LINK_MAX_BYTES:
+                data = base64.b64encode(path.read_bytes()).decode()
+                text += (f" (<a download='{html.escape(path.name)}' href='data:text/csv;base64,"
+                         f"{data}' style='color:#1565c0'>download</a>)")
+            links.append(text)
+        self.message.value = _note_html("written: " + ", ".join(links), markup=True)
         return paths
 
     # -- files (no live feed) ------------------------------------------------------------------

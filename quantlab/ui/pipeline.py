@@ -860,6 +860,17 @@ class PairPipeline:
                                       "x_close": f"{self.spec.symbol_x}_close"})
         return frame
 
+    def aligned(self) -> pd.DataFrame:
+        """Retained closed bars in :func:`quantlab.bars.align_pair`'s layout
+        (``y_open`` ... ``x_trade_count``, no analytics), indexed by ``open_time``
+        (UTC): the input of :func:`quantlab.features.feature_table`."""
+        cols = [f"{leg}_{f}" for leg in ("y", "x") for f in LEG_FIELDS if f != "color"]
+        frame = pd.DataFrame.from_records(list(self.rows), columns=["t"] + cols)
+        frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("t").astype("int64"), unit="ms",
+                                                      utc=True), name="open_time")
+        frame.columns = [c.replace("_trades", "_trade_count") for c in frame.columns]
+        return frame.astype(np.float64)
+
     def closes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(t_ms, y_close, x_close)`` of the retained closed bars."""
         rows = self.rows
