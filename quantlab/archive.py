@@ -294,6 +294,27 @@ def _put_bars(res: ArchiveResult, out: Path, dataset: str, market: str, symbol: 
         res.partial.append(f"{dataset}/{symbol}/{date}")
 
 
+def write_bars(out: str | os.PathLike, symbol: str, bars: pd.DataFrame, *,
+               timeframe: str = "1m", market: str = "spot",
+               meta: dict[str, str] | None = None) -> ArchiveResult:
+    """Write a schema bar frame of one symbol into the archive at ``out`` as
+    complete day partitions (``market=/symbol=/date=``; traded bars only;
+    each file atomic), replacing those days. For frames made in memory
+    (generated universes in tests, benchmarks and demos); stores and
+    data.binance.vision files go through :func:`archive_store` /
+    :func:`archive_files`."""
+    market = _check_market(market) or "spot"
+    out = Path(out)
+    dataset = bar_dataset(timeframe)
+    res = ArchiveResult(out=out)
+    traded = _traded(bars)
+    meta = {"kind": "bars", "timeframe": timeframe, **(meta or {})}
+    for day, a, b in _split_days(_open_ms(traded)):
+        _put_bars(res, out, dataset, market, symbol, day, traded.iloc[a:b], True, meta,
+                  rewrite=True)
+    return res
+
+
 def _check_market(market: str | None) -> str | None:
     if market is not None and market not in _MARKETS:
         raise ConfigError("market", market, "one of 'spot', 'usdm'")

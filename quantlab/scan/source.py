@@ -160,33 +160,11 @@ def write_universe(out: str | os.PathLike, bars: dict[str, pd.DataFrame], *,
                    timeframe: str = "1m", market: str = "spot") -> Path:
     """Write bar frames (symbol -> :mod:`quantlab.schema` frame, e.g. from
     :func:`quantlab.scan.synthetic.synthetic_universe`) into an archive folder
-    in :mod:`quantlab.archive`'s layout (one complete Parquet file per
+    (:func:`quantlab.archive.write_bars`: one complete Parquet file per
     ``market/symbol/date``; traded bars only). For tests, benchmarks and demos."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from quantlab.archive import write_bars
 
-    from quantlab.archive import bar_dataset, partition_path
-
-    out = Path(out)
-    day_ms = 86_400_000
     for symbol, frame in bars.items():
-        frame = frame[frame["trade_count"].to_numpy() > 0]
-        ms = np.asarray(frame.index.as_unit("ms").asi8, dtype=np.int64)
-        days = ms // day_ms
-        cuts = np.flatnonzero(np.diff(days)) + 1
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, ms.size]):
-            date = pd.Timestamp(int(days[a]) * day_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
-            path = partition_path(out, bar_dataset(timeframe), market, symbol, date)
-            part = frame.iloc[a:b]
-            cols = {"open_time": pa.array(ms[a:b], type=pa.timestamp("ms", tz="UTC"))}
-            for c in ("open", "high", "low", "close", "volume", "quote_volume", "trade_count",
-                      "vwap", "taker_buy_volume"):
-                cols[c] = pa.array(part[c].to_numpy())
-            table = pa.table(cols).replace_schema_metadata({
-                "quantlab.complete": "1", "quantlab.kind": "synthetic",
-                "quantlab.timeframe": timeframe, "quantlab.source": "quantlab.scan.synthetic"})
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-    return out
+        write_bars(out, symbol, frame, timeframe=timeframe, market=market,
+                   meta={"source": "quantlab.scan.synthetic", "synthetic": "1"})
+    return Path(out)
