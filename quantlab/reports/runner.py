@@ -176,6 +176,28 @@ def report_values(*, y: str | None = None, x: str | None = None, db: Any = None,
     return values
 
 
+def _local_kernel(folder: Path) -> dict[str, Any]:
+    """papermill keywords that start the report's kernel on Unix-domain sockets
+    (ZeroMQ IPC) in ``folder`` instead of TCP ports on localhost: no other user
+    of the machine can connect to it, no port can be taken between choosing and
+    binding it, and the kernel has no "running over TCP without encryption"
+    warning to print. Elsewhere than POSIX: papermill's default (TCP)."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client import AsyncKernelManager
+
+    prefix = str(folder / "kernel")
+
+    class LocalSocketKernelManager(AsyncKernelManager):
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        def _ip_default(self) -> str:
+            return prefix
+
+    return {"kernel_manager_class": LocalSocketKernelManager}
+
+
 def run_report(*, out: str | os.PathLike, y: str | None = None, x: str | None = None,
                db: Any = None, files: Any = None, archive: Any = None, timeframe: str = "1m",
                start: Any = None, end: Any = None, market: str | None = None,
@@ -221,7 +243,8 @@ def run_report(*, out: str | os.PathLike, y: str | None = None, x: str | None = 
             try:
                 pm.execute_notebook(str(src), str(executed), parameters=values,
                                     kernel_name=kernel_name, cwd=str(src.parent), progress_bar=False,
-                                    log_output=False, start_timeout=start_timeout_s)
+                                    log_output=False, start_timeout=start_timeout_s,
+                                    **_local_kernel(Path(tmp)))
                 break
             except PapermillExecutionError as exc:
                 shutil.copyfile(executed, failed_nb)
