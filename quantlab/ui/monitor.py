@@ -8,10 +8,14 @@
     monitor.start()             # or the Start button
     await monitor.run_for(20)   # papermill / scripts: run 20 s, then stop
 
+The feed itself (source, ingester, history, late-bar correction reads, alert
+log, status figures) is a :class:`~quantlab.live.LiveSession`: this module builds
+widgets and plots, reads the session, and opens no store itself.
+
 Who touches what (``shared/BROWSER.md``, ``shared/STYLE.md``):
 
-* the :class:`~quantlab.ingest.Ingester` threads write the store and the
-  subscription ring, nothing else;
+* the session's ingester threads write the store and the subscription ring,
+  nothing else;
 * the :class:`~quantlab.ui.pump.UiPump` (an asyncio task on the kernel's loop)
   drains the ring 6-7 times a second, builds bars and analytics and streams
   one batch per Bokeh source per tick;
@@ -44,6 +48,7 @@ import pandas as pd
 from quantlab.bars import parse_timeframe
 from quantlab.config import settings_from_dict
 from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
+from quantlab.live import LiveSession, SessionSettings
 from quantlab.ui import analytics as ui_analytics
 from quantlab.ui.pipeline import HEDGES, PairPipeline, PairSpec
 from quantlab.ui.plots import PairPlots, load_bokehjs
@@ -425,7 +430,13 @@ class LiveMonitor:
     analytics_factory : ``callable(spec, hedge) -> live state``; default
         :func:`quantlab.ui.analytics.make_state`.
     ingester_factory : ``callable(IngestSettings) -> Ingester``-like; default
-        :class:`quantlab.ingest.Ingester`.
+        :class:`quantlab.ingest.Ingester` (passed to the :attr:`session`).
+
+    Attributes
+    ----------
+    session : the :class:`~quantlab.live.LiveSession` that runs the feed (one
+        per monitor, restarted by each :meth:`start`); the monitor reads its
+        trades, stored bars, holes and status figures.
 
     Build it with :func:`build_monitor`; display with :meth:`show` (or as the
     last expression of a cell); :meth:`start` / :meth:`stop` (or the buttons);
@@ -438,24 +449,19 @@ class LiveMonitor:
         self.params = params or MonitorParams()
         self._analytics_factory = analytics_factory
         self._ingester_factory = ingester_factory
-        self.ingester: Any = None
-        self.subscription: Any = None
-        self.replay: Any = None
+        #: the feed: source, ingester, subscription, store reads, alert log
+        self.session = LiveSession(_session_settings(self.params),
+                                   ingester_factory=ingester_factory)
         self.pump: UiPump | None = None
         self.step: FeedStep | None = None
         self._status_at = -math.inf
         self._started_at: float | None = None
         self.mode = "idle"   # idle | live | files
         self.last_error: str | None = None
-        self._missed = 0          # trades the subscription ring overwrote (UI too slow)
-        self._alert_store: Any = None
-        self._bar_store: Any = None   # read-only TickStore of the kernel loop (late-bar fixes)
         self._correct_at = -math.inf
-        self._marks_seen: tuple = ()
         self._report: tuple | None = None     # (job, out path, started) of a running report
         self._report_task: Any = None
         self._resync_due: float | None = None
-        self._starts = 0          # feed starts (a new synthetic seed each time)
         self._last_ticks = 0
         self._build_controls()
         self.views: list[PairView] = []
@@ -628,6 +634,23 @@ class LiveMonitor:
     def running(self) -> bool:
         return self.pump is not None and self.pump.running
 
+    # The session's parts, as the monitor has always exposed them (read-only).
+    @property
+    def ingester(self) -> Any:
+        """The session's :class:`~quantlab.ingest.Ingester` (kept after
+        :meth:`stop` for its final figures), or None before the first start."""
+        return self.session.ingester
+
+    @property
+    def subscription(self) -> Any:
+        """The session's subscription ring while the feed runs, else None."""
+        return self.session.subscription
+
+    @property
+    def replay(self) -> Any:
+        """The in-process replay server while it runs, else None."""
+        return self.session.replay
+
     def start(self) -> "LiveMonitor":
         """Start the feed (ingester, and the in-process replay server when the
         source asks for one), load stored history, start the UI pump.
@@ -652,15 +675,18 @@ class LiveMonitor:
         else:
             for v in self.views:
                 v.replace_pipeline(PairPipeline(v.spec, analytics_factory=self._analytics_factory))
+        session = self.session
         try:
-            ws_base, rest_base = self._start_source(params)
-            if self.replay is not None and self.replay.market != params.market:
+            session.configure(_session_settings(params))
+            session.open_source()
+            if session.settings.market != params.market:
                 # a capture says which market it recorded
-                params = dataclasses.replace(params, market=self.replay.market)
+                params = dataclasses.replace(params, market=session.settings.market)
                 self.params = params
                 self.w_market.value = params.market
             self._load_history(params)
-            self._start_ingester(params, ws_base, rest_base)
+            session.close_store()  # history read before the ingester writes
+            session.start()
         except Exception as exc:
             self._teardown_feed()
             self._refresh_status(force=True)
@@ -669,13 +695,12 @@ class LiveMonitor:
             self._show_error(f"cannot start: {_describe(exc)}")
             return self
         self._open_alert_log(params)
-        self.step = FeedStep(self.subscription.drain, [v.target for v in self.views],
+        self.step = FeedStep(session.drain, [v.target for v in self.views],
                              after=self._after_tick)
         self.pump = UiPump(self.step, interval_s=params.interval_s,
                            on_error=lambda exc: self._show_error(f"UI update failed: "
                                                                  f"{_describe(exc)}"))
         self.pump.start()
-        self._starts += 1
         self.mode = "live"
         self._started_at = time.monotonic()
         _running_monitors.add(self)
@@ -711,21 +736,20 @@ class LiveMonitor:
         return self.summary()
 
     def _teardown_feed(self) -> None:
-        """Stop pump, ingester, replay server (in that order). The ingester
-        flushes what it received to the store and the subscription; one last
-        step shows those trades, so the plots match the store."""
+        """Stop the pump, then the session's ingester and replay server. The
+        ingester flushes what it received to the store and the subscription;
+        one last step shows those trades (and a last correction from the
+        store), so the plots match the store; then the session closes."""
         pump, self.pump = self.pump, None
         if pump is not None:
             pump.stop()
             self._last_ticks = pump.ticks
-        ing = self.ingester
-        if ing is not None and ing.running:
-            try:
-                ing.stop(timeout=30.0)
-            except Exception as exc:
-                self._show_error(f"ingester did not stop cleanly: {_describe(exc)}")
-        sub, self.subscription = self.subscription, None
-        if sub is not None:
+        session = self.session
+        try:
+            session.stop(timeout_s=30.0)
+        except Exception as exc:
+            self._show_error(f"ingester did not stop cleanly: {_describe(exc)}")
+        if session.subscription is not None:
             if self.step is not None:
                 try:
                     self.step(time.monotonic())
@@ -735,189 +759,63 @@ class LiveMonitor:
                 self._correct_late(force=True)  # the last late trades too
             except Exception:
                 logger.exception("final late-bar correction failed")
-            self._missed += sub.missed
-            try:
-                sub.close()
-            except Exception:
-                logger.exception("closing the subscription failed")
-        rep, self.replay = self.replay, None
-        if rep is not None:
-            try:
-                rep.stop()
-            except Exception:
-                logger.exception("stopping the replay server failed")
-        reader, self._bar_store = self._bar_store, None
-        if reader is not None:
-            reader.close()
-        store, self._alert_store = self._alert_store, None
-        if store is not None:
+        if session.alert_sink() is not None:
             for v in self.views:
                 v.pipeline.set_alert_sinks(())
-            store.close()
+        session.close()
 
     def _open_alert_log(self, params: MonitorParams) -> None:
         """Alerts persist in the store's alert log (they survive restarts);
         the panel shows this session's events, then the stored earlier ones.
-        Written from the pump's thread, which owns this store instance."""
-        from quantlab.store import TickStore
-
+        The session writes them from the pump's thread (the kernel's loop)."""
         try:
-            store = TickStore(params.db_path)
+            self.session.open_alert_log()
         except Exception as exc:  # the feed works without a persistent alert log
             self._show_error(f"alert log not persisted: {_describe(exc)}")
             return
-        self._alert_store = store
         for v in self.views:
-            v.pipeline.set_alert_sinks([store.alert_sink()])
+            v.pipeline.set_alert_sinks([self.session.alert_sink()])
             try:
-                past = store.alerts(v.spec.label, limit=20)
-                v.past_alerts = [(t.isoformat()[:19].replace("T", " "), m)
-                                 for t, m in zip(past["time"], past["message"])]
+                v.past_alerts = self.session.past_alerts(v.spec.label, limit=20)
             except Exception as exc:
                 logger.info("cannot read the alert log: %s", exc)
             v.refresh_panels(force=True)
 
-    # -- feed ------------------------------------------------------------------------------
-    def _symbols(self, params: MonitorParams) -> tuple[str, ...]:
-        out: list[str] = []
-        for spec in params.pair_specs():
-            for s in spec.symbol_y, spec.symbol_x:
-                if s not in out:
-                    out.append(s)
-        return tuple(out)
-
-    def _start_source(self, params: MonitorParams) -> tuple[str | None, str | None]:
-        """(ws_base, rest_base) to give the ingester; starts an in-process
-        replay server for ``replay`` / ``capture`` without ``ws_url``."""
-        if params.ws_url:
-            return params.ws_url, params.rest_url
-        if params.source == "live":
-            return None, params.rest_url
-        from quantlab.replay import ReplayServer, SyntheticSource, make_source
-
-        if params.source == "replay":
-            # The synthetic market's first symbol is the random-walk leg: give it
-            # the first pair's x so that y = alpha + beta x + OU spread.
-            first = params.pair_specs()[0]
-            symbols = (first.symbol_x, first.symbol_y) + tuple(
-                s for s in self._symbols(params) if s not in (first.symbol_x, first.symbol_y))
-            source = SyntheticSource(symbols, market=params.market, rate=params.rate,
-                                     seed=params.seed + self._starts,
-                                     specs=self._resume_specs(params, symbols))
-        else:
-            # Recorded times are moved to now so lag and staleness read as live.
-            source = make_source("capture", _capture_paths(params.capture_path),
-                                 symbols=self._symbols(params), market=params.market,
-                                 rebase_time=True)
-        server = ReplayServer(source)
-        server.start()
-        self.replay = server
-        return server.ws_url, server.rest_url
-
-    def _resume_specs(self, params: MonitorParams, symbols: Sequence[str]) -> dict:
-        """Synthetic symbols continuing what the DB holds: ids after the last
-        stored id (the ingester ignores ids it already has) and the last
-        stored price (no jump against the history)."""
-        from quantlab.synthetic import default_spec
-
-        specs = {s: default_spec(s, params.market) for s in symbols}
-        if not Path(params.db_path).exists():
-            return specs
-        from quantlab.store import TickStore
-
-        store = TickStore(params.db_path, read_only=True)
-        try:
-            now_ms = time.time_ns() // 1_000_000
-            for sym, spec in specs.items():
-                try:
-                    last = store.last_trade_id(params.market, sym, params.stream)
-                    bars = store.bars_1s(sym, market=params.market, kind=params.stream,
-                                         start_ms=now_ms - 86_400_000)
-                except (UnknownSymbol, ConfigError):
-                    continue
-                changes: dict[str, Any] = {}
-                if last is not None:
-                    key = "first_trade_id" if params.stream == "trade" else "first_agg_id"
-                    changes[key] = int(last) + 1
-                if len(bars):
-                    changes["price"] = float(bars["close"].iloc[-1])
-                specs[sym] = dataclasses.replace(spec, **changes)
-        finally:
-            store.close()
-        return specs
-
+    # -- history (read through the session) ------------------------------------------------
     def _load_history(self, params: MonitorParams) -> None:
         """Stored bars of the lookback window (plus the warm-up bars before it),
-        from the DB (if it exists), through the batch path."""
-        if params.lookback <= 0 or not Path(params.db_path).exists():
+        from the session's store (if it exists), through the batch path."""
+        if params.lookback <= 0 or not self.session.open_store():
             return
-        from quantlab.store import TickStore
-
         now_ms = time.time_ns() // 1_000_000
-        store = TickStore(params.db_path, read_only=True)
-        try:
-            for v in self.views:
-                tf = v.spec.timeframe_ms
-                end = now_ms // tf * tf
-                keep = PairPipeline._keep(v.spec) - v.spec.max_bars + params.lookback
-                start = end - keep * tf
-                try:
-                    by = store.bars(v.spec.symbol_y, v.spec.timeframe, start_ms=start,
-                                    end_ms=end, market=params.market, kind=params.stream)
-                    bx = store.bars(v.spec.symbol_x, v.spec.timeframe, start_ms=start,
-                                    end_ms=end, market=params.market, kind=params.stream)
-                except (UnknownSymbol, ConfigError) as exc:
-                    # nothing stored yet for this pair, or a sub-second timeframe
-                    logger.info("no history for %s: %s", v.spec.label, exc)
-                    continue
-                rows = v.pipeline.add_bars(by, bx)
-                if rows and params.source in ("live", "replay"):
-                    # The bar forming now is partial in the feed (its first trades
-                    # were before the subscription): start with the next one.
-                    v.pipeline.skip_until(end + tf)
-                v.plots.reset(v.pipeline.plot_rows(), holes=self._store_holes(store, v))
-                v.refresh_panels(force=True)
-        finally:
-            close = getattr(store, "close", None)
-            if close:
-                close()
+        for v in self.views:
+            tf = v.spec.timeframe_ms
+            end = now_ms // tf * tf
+            keep = PairPipeline._keep(v.spec) - v.spec.max_bars + params.lookback
+            start = end - keep * tf
+            try:
+                by, bx = self.session.pair_bars(v.spec.symbol_y, v.spec.symbol_x, v.spec.timeframe,
+                                                start, end)
+            except (UnknownSymbol, ConfigError) as exc:
+                # nothing stored yet for this pair, or a sub-second timeframe
+                logger.info("no history for %s: %s", v.spec.label, exc)
+                continue
+            rows = v.pipeline.add_bars(by, bx)
+            if rows and params.source in ("live", "replay"):
+                # The bar forming now is partial in the feed (its first trades
+                # were before the subscription): start with the next one.
+                v.pipeline.skip_until(end + tf)
+            v.plots.reset(v.pipeline.plot_rows(), holes=self._store_holes(v))
+            v.refresh_panels(force=True)
 
-    def _store_holes(self, store: Any, view: "PairView") -> list[tuple[float, float]]:
+    def _store_holes(self, view: "PairView") -> list[tuple[float, float]]:
         """Stretches ``(left, right)`` (ms) of the kept rows' time where the
         store recorded a gap it could not (fully) fill, to shade on the plots."""
         rows = view.pipeline.rows
         if not rows:
             return []
         lo, hi = rows[0]["t"], rows[-1]["t"] + view.pipeline.tf_ms
-        out = []
-        try:
-            for sym in (view.spec.symbol_y, view.spec.symbol_x):
-                g = store.gaps(sym, market=self.params.market, kind=self.params.stream,
-                               status=("partial", "unfillable"))
-                for a, b in zip(g["before_ms"].tolist(), g["after_ms"].tolist()):
-                    if a is pd.NA or b is pd.NA or a is None or b is None:
-                        continue
-                    if b >= lo and a <= hi:
-                        out.append((float(a), float(b)))
-        except Exception as exc:  # shading is a hint; never break the monitor for it
-            logger.info("cannot read the store's gaps: %s", exc)
-        return out
-
-    def _start_ingester(self, params: MonitorParams, ws_base: str | None,
-                        rest_base: str | None) -> None:
-        from quantlab.ingest import Ingester, IngestSettings
-
-        Path(params.db_path).parent.mkdir(parents=True, exist_ok=True)
-        # Trades reach the plots only once stored (what is shown is in the store):
-        # a 25 ms writer batch keeps that part of tick-to-screen small.
-        settings = IngestSettings(symbols=self._symbols(params), db_path=params.db_path,
-                                  market=params.market, stream=params.stream,
-                                  ws_base=ws_base, rest_base=rest_base,
-                                  batch_max_delay_s=0.025)
-        factory = self._ingester_factory or Ingester
-        self.ingester = factory(settings)
-        self.ingester.start()
-        self.subscription = self.ingester.subscribe()
+        return self.session.holes((view.spec.symbol_y, view.spec.symbol_x), lo, hi)
 
     # -- per tick (UI pump) ----------------------------------------------------------------
     def _after_tick(self, now: float, updates: list) -> None:
@@ -936,11 +834,7 @@ class LiveMonitor:
     def _feed_marks(self) -> tuple:
         """Ingester counters that move when trades may have reached the store
         out of order (gaps, backfills, overflow, reconnects)."""
-        ing = self.ingester
-        if ing is None:
-            return ()
-        st = ing.stats
-        return (st.gaps_found, st.trades_backfilled, st.dropped, st.reconnects, st.unfillable)
+        return self.session.feed_marks()
 
     def _correct_late(self, now: float | None = None, force: bool = False) -> None:
         """Resynchronise the kept rows with the store after any gap.
@@ -948,62 +842,54 @@ class LiveMonitor:
         Due when a pair received late trades (bars closed before their trades
         arrived: a reconnect, a stall, an overflow backfilled from REST, or
         the pause between two sessions), or when the ingester's gap counters
-        moved. It waits until the ingester has no open gap (the backfill is
-        done; at most BACKFILL_WAIT_S), then, per pair, reads the store's bars
-        of the kept rows' time (a read-only TickStore owned by this loop; the
-        ingester hands trades over only after committing them) and lets
-        :meth:`PairPipeline.resync` insert, correct and recompute; the plots
-        are patched (same bars) or reset once (bars inserted or removed).
-        At most every CORRECT_EVERY_S."""
+        moved (:meth:`LiveSession.marks_moved`). It waits until the ingester
+        has no open gap (the backfill is done; at most BACKFILL_WAIT_S), then,
+        per pair, reads the store's bars of the kept rows' time (the session's
+        read-only store, owned by this loop; the ingester hands trades over
+        only after committing them) and lets :meth:`PairPipeline.resync`
+        insert, correct and recompute; the plots are patched (same bars) or
+        reset once (bars inserted or removed). At most every CORRECT_EVERY_S."""
         now = time.monotonic() if now is None else now
         if not force and now - self._correct_at < self.CORRECT_EVERY_S:
             return
         self._correct_at = now
-        marks = self._feed_marks()
-        if marks != self._marks_seen:
-            self._marks_seen = marks
+        session = self.session
+        if session.marks_moved():
             self._resync_due = self._resync_due or now
         late = {id(v): v.pipeline.late_bars() for v in self.views}
         if any(late.values()) and self._resync_due is None:
             self._resync_due = now
         if self._resync_due is None:
             return
-        from quantlab.store import TickStore
-
-        if self._bar_store is None:
-            if not Path(self.params.db_path).exists():
-                return
-            self._bar_store = TickStore(self.params.db_path, read_only=True)
-        store, params = self._bar_store, self.params
+        if not session.open_store():
+            return
         if not force and now - self._resync_due < self.BACKFILL_WAIT_S:
-            try:
-                open_gaps = store.gaps(market=params.market, kind=params.stream, status="open")
-                if len(open_gaps) and set(open_gaps["symbol"]) & set(self._symbols(params)):
-                    return  # the backfill is still running
-            except Exception as exc:
-                logger.info("cannot read the store's gaps: %s", exc)
+            if session.backfill_pending():
+                return  # the backfill is still running
         self._resync_due = None
         for v in self.views:
-            self.resync_view(v, store)
+            self.resync_view(v, session)
 
-    def resync_view(self, v: "PairView", store: Any) -> Any:
-        """Resynchronise one pair's kept rows and plots with ``store``; returns
-        the :class:`~quantlab.ui.pipeline.Resync` (None: nothing changed)."""
-        p, params = v.pipeline, self.params
+    def resync_view(self, v: "PairView", session: LiveSession | None = None) -> Any:
+        """Resynchronise one pair's kept rows and plots with the store of
+        ``session`` (default :attr:`session`); returns the
+        :class:`~quantlab.ui.pipeline.Resync` (None: nothing changed)."""
+        session = session if session is not None else self.session
+        p = v.pipeline
         if p.last_t is None:
             return None
         tf = p.tf_ms
         start = int(p.rows[0]["t"]) if p.rows else p.last_t
         start = min([start] + p.late_bars())
         try:
-            by = store.bars(p.spec.symbol_y, tf, start_ms=start, end_ms=p.last_t + tf,
-                            market=params.market, kind=params.stream)
-            bx = store.bars(p.spec.symbol_x, tf, start_ms=start, end_ms=p.last_t + tf,
-                            market=params.market, kind=params.stream)
+            legs = session.pair_bars(p.spec.symbol_y, p.spec.symbol_x, tf, start, p.last_t + tf)
         except (UnknownSymbol, ConfigError) as exc:  # e.g. a sub-second timeframe
             logger.info("cannot resynchronise %s with the store: %s", p.label, exc)
             p.discard_late()
             return None
+        if legs is None:  # no store file yet
+            return None
+        by, bx = legs
         before = list(v.plots.bars.data.get("t", []))
         res = p.resync(by, bx)
         if res is None:
@@ -1017,7 +903,7 @@ class LiveMonitor:
                 span = slice(first, len(shown))
                 v.plots.bars.patch({c: [(span, [r[c] for r in shown[first:]])] for c in cols})
         else:
-            v.plots.reset(rows, holes=self._store_holes(store, v), keep_alerts=True)
+            v.plots.reset(rows, holes=self._store_holes(v), keep_alerts=True)
         fired = [ev for ev in res.alerts if not ev.message.startswith("[withdrawn]")]
         if fired:  # markers of the alerts the corrected bars fire
             by_t = {int(r["t"]): r for r in rows}
@@ -1040,18 +926,17 @@ class LiveMonitor:
             self.status.value = text
 
     def status_html(self) -> str:
-        """The status strip: connection, rates, lag, gaps, drops, queue."""
-        ing = self.ingester
+        """The status strip: connection, rates, lag, gaps, drops, queue (the
+        session's :class:`~quantlab.live.SessionStatus`, and the pump's rate)."""
         if self.mode == "files":
             return _note_html("files loaded: no live feed")
-        if ing is None:
+        st = self.session.status()
+        if st is None:
             return _note_html("stopped · press Start (or call monitor.start())")
-        st, stats = ing.status, ing.stats
-        missed = self._missed + (self.subscription.missed if self.subscription else 0)
         colors = {"live": "#2e7d32", "connecting": "#ef6c00", "reconnecting": "#ef6c00",
                   "stale": "#ef6c00", "stopped": "#555"}
         state = st.state if self.running else "stopped"
-        dropped = stats.dropped + missed
+        dropped = st.lost  # refused by the ingester's queue + overwritten in the UI's ring
         pump = self.pump
         ui_rate = ""
         if pump is not None and self._started_at is not None:
@@ -1059,14 +944,14 @@ class LiveMonitor:
             ui_rate = f"{pump.ticks / elapsed:.1f} updates/s, step {pump.step_s * 1000:.0f} ms"
         parts = [
             f"<b style='color:{colors.get(state, '#555')}'>{html.escape(state)}</b>",
-            f"{stats.trades_per_s:,.0f} trades/s",
-            f"lag {_fmt(stats.lag_ms_p50, ',.0f', ' ms')}",
-            f"last trade {_fmt(stats.last_trade_age_s, '.1f', ' s')} ago",
-            f"reconnects {stats.reconnects}",
-            f"gaps {stats.gaps_found} (backfilled {stats.trades_backfilled:,})",
+            f"{st.trades_per_s:,.0f} trades/s",
+            f"lag {_fmt(st.lag_ms_p50, ',.0f', ' ms')}",
+            f"last trade {_fmt(st.last_trade_age_s, '.1f', ' s')} ago",
+            f"reconnects {st.reconnects}",
+            f"gaps {st.gaps_found} (backfilled {st.trades_backfilled:,})",
             f"<span style='color:{'#c62828' if dropped else 'inherit'}'>dropped {dropped:,}</span>",
-            f"queue {stats.queue_depth:,}",
-            f"stored {stats.trades_stored:,}",
+            f"queue {st.queue_depth:,}",
+            f"stored {st.trades_stored:,}",
         ]
         if ui_rate:
             parts.append(f"UI {ui_rate}")
@@ -1187,9 +1072,9 @@ class LiveMonitor:
         specs = self.params.pair_specs()
         self._make_views(specs)
         self._load_history(self.params)
-        if self._alert_store is not None:
+        if self.session.alert_sink() is not None:
             for v in self.views:
-                v.pipeline.set_alert_sinks([self._alert_store.alert_sink()])
+                v.pipeline.set_alert_sinks([self.session.alert_sink()])
         if self.step is not None:
             self.step.targets[:] = [v.target for v in self.views]
         self._show_note(f"timeframe: {timeframe}")
@@ -1401,8 +1286,7 @@ class LiveMonitor:
     # -- reporting -----------------------------------------------------------------------------
     def summary(self) -> dict:
         """Counters for scripts and tests (plain JSON-able values)."""
-        ing = self.ingester
-        stats = ing.stats if ing is not None else None
+        st = self.session.status()
         out: dict[str, Any] = {
             "running": self.running,
             "mode": self.mode,
@@ -1422,36 +1306,30 @@ class LiveMonitor:
                 "alerts_corrected": p.alerts_corrected,
                 "zscore": _json_float(p.rows[-1]["zscore"]) if p.rows else None,
             }
-        if stats is not None:
-            out["ingest"] = {"state": ing.status.state, "trades_stored": stats.trades_stored,
-                             "dropped": stats.dropped, "gaps_found": stats.gaps_found,
-                             "trades_backfilled": stats.trades_backfilled,
-                             "reconnects": stats.reconnects, "queue_depth": stats.queue_depth,
-                             "error": ing.status.error}
-        out["ui_missed"] = self._missed + (self.subscription.missed if self.subscription else 0)
+        if st is not None:
+            out["ingest"] = {"state": st.state, "trades_stored": st.trades_stored,
+                             "dropped": st.dropped, "gaps_found": st.gaps_found,
+                             "trades_backfilled": st.trades_backfilled,
+                             "reconnects": st.reconnects, "queue_depth": st.queue_depth,
+                             "error": st.error}
+        out["ui_missed"] = self.session.missed
         return out
+
+
+def _session_settings(params: MonitorParams) -> SessionSettings:
+    """The :class:`~quantlab.live.SessionSettings` of ``params``: source,
+    market, the pairs' symbols, store, stream, URLs, synthetic rate and seed."""
+    return SessionSettings(source=params.source, market=params.market,
+                           pairs=tuple((s.symbol_y, s.symbol_x) for s in params.pair_specs()),
+                           db_path=params.db_path, stream=params.stream, ws_url=params.ws_url,
+                           rest_url=params.rest_url, rate=params.rate, seed=params.seed,
+                           capture_path=params.capture_path)
 
 
 def _capture_text(spec: Any) -> str:
     if not spec:
         return ""
     return str(spec) if isinstance(spec, (str, Path)) else ", ".join(str(p) for p in spec)
-
-
-def _capture_paths(spec: str | Path | Sequence[str | Path] | None) -> list[Path]:
-    """Capture files from a path, a comma-separated list, a list or a folder."""
-    items: list[str | Path] = []
-    if isinstance(spec, (str, Path)):
-        items = [part.strip() for part in str(spec).split(",") if part.strip()]
-    elif spec:
-        items = list(spec)
-    out: list[Path] = []
-    for item in items:
-        path = Path(item).expanduser()
-        out.extend(sorted(path.glob("*.gz")) if path.is_dir() else [path])
-    if not out:
-        raise ConfigError("capture_path", spec, "capture files (.gz) or a folder holding them")
-    return out
 
 
 def _json_float(v: float) -> float | None:
