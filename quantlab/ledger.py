@@ -57,9 +57,9 @@ on what the trial produced:
 Default location
 ----------------
 ``QUANTLAB_LEDGER`` if set; else ``ledger.sqlite`` beside the tick store
-(``data/live.db`` -> ``data/ledger.sqlite``); else, for files, ``ledger.sqlite``
-beside the folder holding them (``runs/klines/*.csv`` -> ``runs/ledger.sqlite``),
-never inside a data folder. See :func:`default_ledger_path`.
+(``data/live.db`` -> ``data/ledger.sqlite``); else, for files or an archive,
+``ledger.sqlite`` in the current directory: data that is only read never gets a
+file written beside it. See :func:`default_ledger_path`.
 
 Schema (version 1)
 ------------------
@@ -277,11 +277,12 @@ def default_ledger_path(*, db: str | Path | None = None,
     """Where the project's ledger lives.
 
     1. ``$QUANTLAB_LEDGER`` when set;
-    2. with a tick store ``db``: ``ledger.sqlite`` in the store's folder;
-    3. with a Parquet ``archive`` folder: ``ledger.sqlite`` beside it;
-    4. with ``files``: ``ledger.sqlite`` beside (not inside) the deepest folder
-       holding all of them (a folder argument counts as itself), so data
-       folders that ``load_files`` walks never contain it.
+    2. with a tick store ``db``: ``ledger.sqlite`` in the store's folder (the
+       project's own store: ``data/live.db`` -> ``data/ledger.sqlite``);
+    3. with a Parquet ``archive`` or data ``files``: ``ledger.sqlite`` in the
+       current directory (the project you run from). Data that is only read
+       (downloaded files, a shared or read-only archive) never gets a file
+       written into or beside it.
 
     Raises :class:`ConfigError` when none applies.
     """
@@ -290,13 +291,8 @@ def default_ledger_path(*, db: str | Path | None = None,
         return Path(env)
     if db is not None:
         return Path(db).resolve().parent / LEDGER_FILENAME
-    if archive is not None:
-        return Path(archive).resolve().parent / LEDGER_FILENAME
-    if files:
-        folders = [Path(f).resolve() if Path(f).is_dir() else Path(f).resolve().parent
-                   for f in files]
-        common = Path(os.path.commonpath([str(f) for f in folders]))
-        return common.parent / LEDGER_FILENAME
+    if archive is not None or files:
+        return Path.cwd() / LEDGER_FILENAME
     raise ConfigError("ledger", None, f"a ledger file: pass --ledger PATH (or --db STORE), or "
                       f"set {LEDGER_ENV}")
 

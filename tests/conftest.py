@@ -16,3 +16,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real Binance data not found at {SHARED_DATA} (set QUANTLAB_SHARED_DATA)")
     return SHARED_DATA
+
+
+
+@pytest.fixture(autouse=True)
+def _ledger_in_tmp(tmp_path, monkeypatch):
+    """Every test's default trial ledger is its own file in tmp_path: never the
+    user's ``$QUANTLAB_LEDGER``, never ``./ledger.sqlite`` in the checkout (the
+    default for --files/--archive). Tests of the default location delete the
+    variable themselves."""
+    monkeypatch.setenv("QUANTLAB_LEDGER", str(tmp_path / "ledger.sqlite"))
+
+
+def pytest_configure(config):
+    # the same for module- and session-scoped fixtures, which run before the one above
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="quantlab-test-ledger-")
+    os.environ["QUANTLAB_LEDGER"] = os.path.join(folder, "ledger.sqlite")

@@ -231,9 +231,13 @@ def _backtest(folder, tmp_path, *extra):
 
 def test_cli_backtest_summary_carries_n_trials_and_dsr(pair_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(LEDGER_ENV, raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)  # the ledger goes where one works, not beside data only read
     s1 = _backtest(pair_folder, tmp_path)
-    assert s1["ledger"] == str(tmp_path / "ledger.sqlite")  # beside the files' folder, not in it
+    assert s1["ledger"] == str(project / "ledger.sqlite")
     assert not (pair_folder / "ledger.sqlite").exists()
+    assert not (pair_folder.parent / "ledger.sqlite").exists()
     assert (s1["n_trials"], s1["trial_k"]) == (1, 1) and 0.0 <= s1["dsr"] <= 1.0
     assert s1["sharpe_per_bar"] * np.sqrt(s1["bars_per_year"]) == pytest.approx(s1["sharpe"])
     assert "trial 1 of 1 in this family; deflated Sharpe" in capsys.readouterr().out
@@ -247,7 +251,7 @@ def test_cli_backtest_summary_carries_n_trials_and_dsr(pair_folder, tmp_path, mo
     monkeypatch.setenv(LEDGER_ENV, str(tmp_path / "env.sqlite"))
     assert default_ledger_path(db="/x/y.db") == tmp_path / "env.sqlite"
     assert _backtest(pair_folder, tmp_path)["ledger"] == str(tmp_path / "env.sqlite")
-    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+    with Ledger(project / "ledger.sqlite") as ledger:
         rec = ledger.get(s1["trial_id"])
         assert rec.kind == "backtest" and rec.params["entry"] == 2.0 and rec.params["window"] == 60
         assert rec.n_seen == 2 and rec.stats["n_trades"] == s1["n_trades"]

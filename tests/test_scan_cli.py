@@ -55,7 +55,7 @@ def test_scan_archive_writes_table_and_summary(universe, tmp_path, capsys):
     assert table["n_bars"].iloc[0] == 384 and table["eval_n_bars"].iloc[0] == 192
     meta = json.loads(summary.read_text())
     assert meta["pairs"] == 10 and meta["selected"] == 1 and meta["adjust"] == "by"
-    # every pair x ordering went into the default ledger, beside the archive
+    # every pair x ordering went into the default ledger ($QUANTLAB_LEDGER: conftest, per test)
     assert meta["ledger"] == {"ledger": str(tmp_path / "ledger.sqlite"), "trials": 20, "new": 20}
 
 

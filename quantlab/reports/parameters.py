@@ -108,7 +108,8 @@ class ReportParameters:
     summary_path : str or None
         Where the run writes its JSON summary (``quantlab report`` sets it).
     ledger_path : str or None
-        Trial ledger (default: ``QUANTLAB_LEDGER`` or next to the data).
+        Trial ledger (default: ``QUANTLAB_LEDGER``, else beside the store, else
+        ``ledger.sqlite`` in the directory ``quantlab report`` runs from).
     """
 
     symbol_y: str = "BTCUSDT"

@@ -235,6 +235,11 @@ def run_report(*, out: str | os.PathLike, y: str | None = None, x: str | None = 
     values = _absolute(values)
     if src.name == NOTEBOOKS["pair_report"]:
         validate_parameters(values)  # fail in this process, with exit 2, before a kernel starts
+        if not values.get("ledger_path"):  # resolved here: the kernel's cwd is notebooks/
+            from quantlab.ledger import default_ledger_path
+
+            values["ledger_path"] = str(default_ledger_path(
+                db=values.get("db_path"), files=values.get("files"), archive=values.get("archive")))
     out.parent.mkdir(parents=True, exist_ok=True)
     failed_nb = out.with_suffix(".failed.ipynb")
     with tempfile.TemporaryDirectory(prefix="quantlab-report-") as tmp:

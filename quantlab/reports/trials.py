@@ -5,7 +5,8 @@ The report's own backtest is recorded as kind ``report`` and every cell of its
 entry x exit sweep as ``sweep_cell`` (looking at the heatmap is choosing among
 them), so re-running the identical report on identical bars counts nothing new.
 I/O: writes the ledger (``params.ledger_path``, else ``QUANTLAB_LEDGER``, else
-``ledger.sqlite`` beside the data).
+``ledger.sqlite`` beside the store or in the current directory, see
+:func:`quantlab.ledger.default_ledger_path`).
 """
 from __future__ import annotations
 

@@ -72,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument("--ledger", metavar="PATH",
                    help="trial ledger recording every pair x ordering tested (default: "
-                        "$QUANTLAB_LEDGER, else ledger.sqlite beside the store, archive or files)")
+                        "$QUANTLAB_LEDGER, else ledger.sqlite beside --db, else in the current "
+                        "directory)")
     p.add_argument("--no-ledger", action="store_true", help="do not record the tests")
 
 
