@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--equity", required=True, help="equity curve CSV")
     p.add_argument("--summary", required=True, help="summary JSON")
     p.add_argument("--ledger", metavar="PATH", help="trial ledger (default: $QUANTLAB_LEDGER, "
-                   "else ledger.sqlite beside the store, archive or files)")
+                   "else ledger.sqlite beside --db, else in the current directory)")
     p.set_defaults(func=_cmd_backtest)
 
     p = sub.add_parser("archive", help="bars (and ticks) of a store or files -> hive-partitioned Parquet")
@@ -264,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- handlers: each calls its quantlab.commands module (ingest, demo/lab, report and
-# scan keep theirs in quantlab.ingest, quantlab.launch, quantlab.reports, quantlab.scan)
+# --- handlers: each calls its quantlab.commands module (ingest, report and scan keep
+# theirs in quantlab.ingest, quantlab.reports, quantlab.scan)
 def _cmd_replay(args: argparse.Namespace) -> int:
     from quantlab.commands import replay
 
@@ -311,15 +311,15 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from quantlab import launch
+    from quantlab.commands import demo
 
-    return launch.demo_cli(args)
+    return demo.command(args)
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
-    from quantlab import launch
+    from quantlab.commands import demo
 
-    return launch.lab_cli(args)
+    return demo.lab_command(args)
 
 
 def _cmd_ledger(args: argparse.Namespace) -> int:

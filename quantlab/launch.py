@@ -1,7 +1,10 @@
-"""``quantlab demo`` and ``quantlab lab``: JupyterLab on the live monitor.
+"""``quantlab demo`` and ``quantlab lab``: JupyterLab on the live monitor, and
+the terminal tour on a :class:`~quantlab.live.LiveSession`.
 
 An entry point (like the CLI): starts processes and a replay server, computes
-nothing. The notebook reads where to connect from the environment
+nothing; plain arguments only (:mod:`quantlab.commands.demo` reads the
+``argparse`` namespace). It owns the demo store's safety mark
+(:func:`prepare_demo_store`), the JupyterLab launch and its settings. The notebook reads where to connect from the environment
 (``QUANTLAB_SOURCE``, ``QUANTLAB_WS_URL``, ``QUANTLAB_REST_URL``,
 ``QUANTLAB_DB``) in its ``parameters`` cell, so papermill ``-p`` values still
 override everything.
@@ -86,17 +89,37 @@ def _run_lab(env: dict[str, str], port: int, open_browser: bool) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def terminal_demo(db: str | Path, rate: float, duration_s: float | None) -> int:
-    """``quantlab demo --terminal``: the offline tour without a browser. Starts the
-    replay server on the synthetic pair (BTCUSDT/ETHUSDT at ``rate`` trades/s),
-    ingests it into ``db`` and prints the ingester's status line every few
-    seconds, then the pair's analytics on the stored bars. Ctrl-C stops."""
-    from quantlab.ingest import IngestSettings, run_for
-    from quantlab.pairs import load_pair_bars, run_analysis
-    from quantlab.replay import ReplayServer, SyntheticSource
+def terminal_demo(db: str | Path, rate: float, duration_s: float | None, *,
+                  status_every_s: float = 2.0, out: Any = None) -> int:
+    """``quantlab demo --terminal``: the offline tour without a browser.
 
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
-    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=rate, seed=0)
+    A :class:`~quantlab.live.LiveSession` (the monitor's feed, without the UI)
+    starts the replay server on the synthetic pair (BTCUSDT/ETHUSDT at
+    ``rate`` trades/s over both symbols; 0: as fast as possible), ingests it
+    into ``db`` and drains its subscription as the monitor does; its status
+    line is printed every ``status_every_s`` seconds to ``out`` (default
+    stdout) and once more after it stopped, then the pair's analytics on the
+    stored 1 s bars. Runs ``duration_s`` seconds (None: until Ctrl-C or
+    SIGTERM). Returns 0; a fatal feed error raises
+    :class:`~quantlab.errors.FatalFeedError`."""
+    import time
+
+    from quantlab.errors import FatalFeedError
+    from quantlab.live import LiveSession, SessionSettings
+    from quantlab.pairs import load_pair_bars, run_analysis
+
+    out = out if out is not None else sys.stdout
+    # y=ETHUSDT, x=BTCUSDT: the synthetic market's random-walk leg is BTCUSDT
+    settings = SessionSettings(source="replay", market="spot", pairs=(("ETHUSDT", "BTCUSDT"),),
+                               db_path=str(db), rate=rate, seed=0)
+    session = LiveSession(settings)
+    received = 0
+
+    def line(prefix: str) -> None:
+        st = session.status()
+        if st is not None:
+            print(f"{prefix} {st.line()}, client received {received:,}", file=out, flush=True)
+
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum: int, frame: Any) -> None:
@@ -104,25 +127,45 @@ def terminal_demo(db: str | Path, rate: float, duration_s: float | None) -> int:
 
         previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        with ReplayServer(source) as server:
-            print(f"replay server: ws {server.ws_url}  rest {server.rest_url}", flush=True)
-            settings = IngestSettings(symbols=("BTCUSDT", "ETHUSDT"), market="spot", db_path=str(db),
-                                      ws_base=server.ws_url, rest_base=server.rest_url)
+        try:
+            ws, rest = session.open_source()
+            print(f"replay server: ws {ws}  rest {rest}", file=out, flush=True)
+            session.start()
+            t0 = time.monotonic()
+            next_line = t0 + status_every_s
+            while session.running:
+                received += len(session.drain())
+                now = time.monotonic()
+                if duration_s is not None and now - t0 >= duration_s:
+                    break
+                if now >= next_line:
+                    line(time.strftime("%H:%M:%S"))
+                    next_line += status_every_s
+                ends = [next_line] + ([t0 + duration_s] if duration_s is not None else [])
+                session.wait(max(0.01, min(min(ends) - time.monotonic(), 0.25)))
+        except KeyboardInterrupt:
+            pass
+        finally:
             try:
-                run_for(settings, duration_s, status_every_s=2.0)
-            except KeyboardInterrupt:
-                pass
+                session.stop(timeout_s=60.0)
+            finally:
+                received += len(session.drain())
+                line("final")
+                session.close()
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    st = session.status()
+    if st is not None and st.fatal:
+        raise FatalFeedError(st.error or "ingester stopped on a fatal error")
     try:
         aligned = load_pair_bars(y="BTCUSDT", x="ETHUSDT", timeframe="1s", db=db)
         result = run_analysis(aligned, window=min(60, max(20, len(aligned) // 2)), health=False)
         s = result.summary()
         print(f"{len(aligned)} 1s bars in {db}: hedge_ratio={s['hedge_ratio']:.4g} "
-              f"adf_pvalue={s['adf_pvalue']:.3g} half_life_bars={s['half_life_bars']}")
+              f"adf_pvalue={s['adf_pvalue']:.3g} half_life_bars={s['half_life_bars']}", file=out)
     except (InsufficientData, UnknownSymbol) as exc:
-        print(f"not enough stored data for analytics yet: {exc}")
+        print(f"not enough stored data for analytics yet: {exc}", file=out)
     return 0
 
 
@@ -195,21 +238,19 @@ def seed_store_from_replay(server: Any, db: Path, symbols: tuple[str, ...]) -> i
         return sum(store.write_trades(server.produced(sym)).inserted for sym in symbols)
 
 
-def demo_cli(args: Any) -> int:
-    """``quantlab demo``: the offline tour. A replay server streams the synthetic
-    BTCUSDT/ETHUSDT pair at ``--rate`` trades/s; JupyterLab opens the live
-    monitor pointed at it (``--terminal``: ingest and print stats instead)."""
-    # The demo's synthetic ids restart every run: start from a fresh store so the
-    # ingester does not take the new trades for duplicates of the last run's; only
-    # ever its own store (refused, untouched, when --db names any other file).
-    db = prepare_demo_store(args.db)
-    if args.terminal:
-        return terminal_demo(db, args.rate, args.duration)
+def demo_lab(db: str | Path, rate: float, port: int, open_browser: bool = True) -> int:
+    """The JupyterLab tour on ``db`` (a store :func:`prepare_demo_store` made): a
+    replay server streams the synthetic BTCUSDT/ETHUSDT pair at ``rate``
+    trades/s (ten minutes of back-dated history in its tape, copied into the
+    store, so the monitor's plots are live at once); JupyterLab (``port``)
+    opens the live monitor pointed at it. Prints the server's
+    ``{"ws", "rest", "db"}`` as one JSON line first. Returns JupyterLab's exit
+    status."""
     from quantlab.replay import ReplayServer, SyntheticSource
-    # Ten minutes of back-dated history in the replay tape, copied into the store:
-    # the monitor loads it on start, so every plot (z-score included) is live at once.
-    history_trades = int(max(args.rate, 1.0) * 600)
-    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=args.rate, seed=0,
+
+    db = Path(db)
+    history_trades = int(max(rate, 1.0) * 600)
+    source = SyntheticSource(("BTCUSDT", "ETHUSDT"), market="spot", rate=rate, seed=0,
                              prefill=history_trades)
     with ReplayServer(source) as server:
         seed_store_from_replay(server, db, ("BTCUSDT", "ETHUSDT"))
@@ -218,17 +259,20 @@ def demo_cli(args: Any) -> int:
               "pair from the replay server above; Ctrl-C twice stops.", flush=True)
         env = {**os.environ, "QUANTLAB_SOURCE": "replay", "QUANTLAB_WS_URL": server.ws_url,
                "QUANTLAB_REST_URL": server.rest_url, "QUANTLAB_DB": str(db)}
-        return _run_lab(env, args.port, not args.no_browser)
+        return _run_lab(env, port, open_browser)
 
 
-def lab_cli(args: Any) -> int:
-    """``quantlab lab``: JupyterLab on the live monitor with live Binance as the source."""
+def lab(db: str | Path, port: int, open_browser: bool = True) -> int:
+    """JupyterLab (``port``) on the live monitor with live Binance as the
+    source, storing into ``db``. A foreign or damaged ``db`` is refused (its
+    :class:`~quantlab.errors.QuantlabError`) before JupyterLab starts. Returns
+    JupyterLab's exit status."""
     from quantlab.store import TickStore
 
-    db = Path(args.db).resolve()
+    db = Path(db).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
-    TickStore(db).close()  # a foreign or damaged --db is refused here, before JupyterLab starts
+    TickStore(db).close()
     env = {**os.environ, "QUANTLAB_SOURCE": "live", "QUANTLAB_DB": str(db)}
     for key in ("QUANTLAB_WS_URL", "QUANTLAB_REST_URL"):
         env.pop(key, None)
-    return _run_lab(env, args.port, not args.no_browser)
+    return _run_lab(env, port, open_browser)

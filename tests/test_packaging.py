@@ -78,7 +78,8 @@ def test_import_quantlab_starts_nothing():
 def test_pure_modules_import_no_ui_or_sockets():
     for module in ("quantlab.binance", "quantlab.schema", "quantlab.config", "quantlab.bars",
                    "quantlab.backtest", "quantlab.alerts", "quantlab.synthetic", "quantlab.analytics",
-                   "quantlab.files", "quantlab.export", "quantlab.store", "quantlab.pairs"):
+                   "quantlab.files", "quantlab.export", "quantlab.store", "quantlab.pairs",
+                   "quantlab.live"):
         assert _probe(module) == "[] 0 0", module
 
 

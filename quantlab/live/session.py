@@ -60,7 +60,8 @@ class SessionSettings:
     stream : ``"trade"`` or ``"aggTrade"``.
     ws_url, rest_url : WebSocket / REST bases overriding Binance's (a running
         ``quantlab replay``); with ``ws_url`` no server is started.
-    rate : trades per second of the in-process synthetic market (all symbols).
+    rate : trades per second of the in-process synthetic market (all symbols;
+        0: as fast as possible).
     seed : seed of the synthetic market; the n-th start of a session uses
         ``seed + n`` (a restart does not replay the same trades).
     capture_path : capture file(s) for ``source="capture"``: a path, several
@@ -92,8 +93,8 @@ class SessionSettings:
             raise ConfigError("pairs", self.pairs, "at least one (symbol_y, symbol_x) pair")
         object.__setattr__(self, "pairs", pairs)
         object.__setattr__(self, "db_path", str(self.db_path))
-        if not self.rate > 0:
-            raise ConfigError("rate", self.rate, "trades per second > 0")
+        if not self.rate >= 0:
+            raise ConfigError("rate", self.rate, "trades per second >= 0 (0: as fast as possible)")
         if self.source == "capture" and not self.capture_path and not self.ws_url:
             raise ConfigError("capture_path", self.capture_path,
                               "a capture file to replay when source='capture'")
