@@ -288,3 +288,43 @@ def test_demo_and_lab_handlers_live_in_commands():
         True, 3.0, "d.db", 10.0, 0, True)
     lab = build_parser().parse_args(["lab", "--db", "l.db", "--port", "9999"])
     assert (lab.db, lab.port, lab.no_browser, lab.func.__name__) == ("l.db", 9999, False, "_cmd_lab")
+
+
+def test_the_monitor_runs_its_feed_on_a_session_with_the_injected_ingester(tmp_path):
+    import asyncio
+
+    from quantlab.ingest import Ingester
+    from quantlab.ui.monitor import LiveMonitor, MonitorParams
+
+    made = []
+
+    def factory(settings):
+        made.append(settings)
+        return Ingester(settings)
+
+    m = LiveMonitor(MonitorParams(db_path=str(tmp_path / "live.db"), rate=300.0, timeframe="1s",
+                                  window=3), ingester_factory=factory)
+
+    async def main():
+        m.start()
+        try:
+            assert m.last_error is None, m.last_error
+            assert m.session.running and m.ingester is m.session.ingester
+            assert m.replay is m.session.replay and m.replay is not None
+            deadline = time.monotonic() + 20
+            while m.views[0].pipeline.bars_committed < 2:
+                assert time.monotonic() < deadline, "two bars through the session"
+                await asyncio.sleep(0.05)
+        finally:
+            m.stop()
+
+    asyncio.run(main())
+    assert len(made) == 1 and made[0].symbols == ("ETHUSDT", "BTCUSDT")
+    assert made[0].batch_max_delay_s == 0.025 and made[0].db_path == str(tmp_path / "live.db")
+    st = m.session.status()
+    assert not st.running and m.session.subscription is None and m.replay is None
+    summary = m.summary()
+    assert summary["ingest"]["trades_stored"] == st.trades_stored > 0
+    assert summary["ingest"]["dropped"] == 0 and summary["ui_missed"] == m.session.missed == 0
+    assert summary["pairs"]["ETHUSDT/BTCUSDT"]["trades_y"] + summary["pairs"][
+        "ETHUSDT/BTCUSDT"]["trades_x"] > 0

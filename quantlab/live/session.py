@@ -121,6 +121,7 @@ class LiveSession:
 
     Attributes
     ----------
+    ingester_factory : as the parameter; read by each :meth:`start`.
     settings : the settings of the current (or next) run; :meth:`open_source`
         replaces ``market`` by the one a capture recorded.
     ingester : the ingester of the last run (kept after :meth:`stop`, for its
@@ -133,7 +134,7 @@ class LiveSession:
     def __init__(self, settings: SessionSettings | None = None, *,
                  ingester_factory: Callable | None = None):
         self.settings = settings or SessionSettings()
-        self._ingester_factory = ingester_factory
+        self.ingester_factory = ingester_factory
         self.ingester: Any = None
         self.subscription: Any = None
         self.replay: Any = None
@@ -216,7 +217,7 @@ class LiveSession:
             settings = IngestSettings(symbols=s.symbols, db_path=s.db_path, market=s.market,
                                       stream=s.stream, ws_base=ws_base, rest_base=rest_base,
                                       batch_max_delay_s=s.batch_max_delay_s)
-            factory = self._ingester_factory or Ingester
+            factory = self.ingester_factory or Ingester
             self.ingester = factory(settings)
             self.ingester.start()
             self.subscription = (self.ingester.subscribe() if subscriber_maxlen is None

@@ -677,6 +677,7 @@ class LiveMonitor:
                 v.replace_pipeline(PairPipeline(v.spec, analytics_factory=self._analytics_factory))
         session = self.session
         try:
+            session.ingester_factory = self._ingester_factory
             session.configure(_session_settings(params))
             session.open_source()
             if session.settings.market != params.market:
