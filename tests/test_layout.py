@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SPLIT = ("files", "store", "replay")
+SPLIT = ("files", "store", "replay", "backtest", "bars", "ledger", "ui/pipeline")
 
 
 def test_quantlab_io_is_a_deprecated_alias_of_files() -> None:
@@ -52,3 +52,29 @@ def test_cli_handlers_live_in_commands() -> None:
     assert kw == {"source_kind": "capture", "paths": ["a.gz"], "symbols": ["BTCUSDT"], "rate": 5.0,
                   "speed": 2.0, "port": 0, "seed": 1, "host": "127.0.0.1", "faults": ["drop_after=3"],
                   "market": "spot", "prefill": 0, "rebase_time": False, "live_clock": False}
+
+
+OLD_NAMES = {  # the old modules' names other modules, tests and notebooks import
+    "quantlab.backtest": ["BacktestSettings", "BacktestStats", "BacktestResult", "backtest", "sweep",
+                          "rolling_beta_zscore", "default_zscore_for_window", "EXIT_REASONS",
+                          "TRADE_COLUMNS", "EQUITY_COLUMNS", "SUMMARY_KEYS", "_sweep_cells"],
+    "quantlab.bars": ["MAX_BARS", "Bar", "IncrementalBars", "aggregate_bars", "align_pair",
+                      "bars_to_frame", "market_mask", "parse_timeframe", "resample_ticks",
+                      "resample_trades"],
+    "quantlab.ledger": ["LEDGER_ENV", "LEDGER_FILENAME", "KINDS", "STRATEGY_KINDS", "Ledger",
+                        "LedgerError", "Trial", "TrialRef", "TrialRecord", "Deflation", "bars_digest",
+                        "canonical_json", "default_ledger_path", "trial_from_backtest", "pair_name",
+                        "record_backtest_run"],
+    "quantlab.ui.pipeline": ["HEDGES", "PairSpec", "PairPipeline", "PipelineUpdate", "ExchangeClock",
+                             "ROW_COLUMNS", "ANALYTICS_COLUMNS", "Resync"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_NAMES))
+def test_split_packages_keep_their_old_names(name: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(name)
+    assert set(mod.__all__) <= set(OLD_NAMES[name]), sorted(set(mod.__all__) - set(OLD_NAMES[name]))
+    for attr in OLD_NAMES[name]:
+        assert getattr(mod, attr) is not None, attr
