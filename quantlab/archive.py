@@ -92,6 +92,7 @@ import pandas as pd
 
 from quantlab.errors import ArchiveError, ConfigError, UnknownSymbol  # noqa: F401 (ArchiveError re-exported)
 from quantlab.schema import BAR_COLUMNS, BAR_DTYPES, MARKETS, TICK_COLUMNS, ms_to_utc_index
+from quantlab.schema import now_ms as _now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -355,8 +356,6 @@ def archive_store(db: str | os.PathLike, out: str | os.PathLike, *,
     Days are read from the store one at a time (memory bounded by one day of
     1 s bars or ticks).
     """
-    import time
-
     from quantlab.bars import aggregate_bars, parse_timeframe
     from quantlab.store import TickStore
 
@@ -369,7 +368,7 @@ def archive_store(db: str | os.PathLike, out: str | os.PathLike, *,
     for tf, ms in tfs:
         if ms % 1000 or DAY_MS % ms:
             raise ConfigError("timeframes", tf, "multiples of 1 s that divide a day (1s, 1m, 5m, 1h ...)")
-    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    now = _now_ms() if now_ms is None else int(now_ms)
     wanted = None if symbols is None else {s.upper() for s in symbols}
     res = ArchiveResult(out)
     with TickStore(db, read_only=True) as store:

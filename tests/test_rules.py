@@ -55,8 +55,13 @@ def test_one_list_of_markets_kinds_and_one_clock() -> None:
     assert archive._MARKETS is config.MARKETS
     assert synthetic.MARKETS is schema.MARKETS
     assert binance.now_ms is schema.now_ms
-    for mod in (store, replay):
-        assert mod._now_ms is schema.now_ms
+    from quantlab.ingest import ingester, rest, settings
+    from quantlab.ui import pump
+    from quantlab.ui.pipeline import core, spec
+
+    for mod in (store, replay, settings, ingester, rest, archive, core, spec):
+        assert mod._now_ms is schema.now_ms, mod.__name__
+    assert pump.FeedStep(None, []).wall_ms is schema.now_ms
     before = schema.now_ms()
     assert abs(before - pd.Timestamp.now("UTC").value // 1_000_000) < 60_000
 
@@ -101,3 +106,51 @@ def test_replay_and_files_agree_on_a_real_capture(shared_data: Path) -> None:
         assert set(frame["market"]) == {market}
         ids = by_market[market][0].trade_id
         assert np.array_equal(np.sort(ids), np.sort(frame["trade_id"].to_numpy()))
+
+
+def test_every_error_class_lives_in_errors_py() -> None:
+    """Exceptions live in quantlab/errors.py; other modules only re-export them."""
+    import ast
+
+    from quantlab import errors
+    from quantlab.ingest import policy
+
+    names = {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, Exception)}
+    assert {"RestError", "IngestStopTimeout"} <= names
+    assert policy.RestError is errors.RestError and policy.IngestStopTimeout is errors.IngestStopTimeout
+    root = Path(errors.__file__).parent
+    outside = []
+    for path in root.rglob("*.py"):
+        if path.name == "errors.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                if bases & names:
+                    outside.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert not outside, outside
+
+
+def test_markets_are_spelled_once() -> None:
+    """No literal ("spot", "usdm") list outside quantlab.config: code uses MARKETS."""
+    import ast
+
+    from quantlab import cli, config
+
+    root = Path(config.__file__).parent
+    literal = []
+    for path in root.rglob("*.py"):
+        if path.name == "config.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                if {"spot", "usdm"} <= values:
+                    literal.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not literal, literal
+    parser = cli.build_parser()
+    choices = {name: [a.choices for a in sub._actions if "--market" in a.option_strings][0]
+               for name, sub in parser._subparsers._group_actions[0].choices.items()
+               if any("--market" in a.option_strings for a in sub._actions)}
+    assert choices["replay"] == (*config.MARKETS, "both")
+    assert choices["scan"] is config.MARKETS

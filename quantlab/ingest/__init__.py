@@ -103,7 +103,8 @@ from quantlab.ingest.core import (
 )
 from quantlab.ingest.ingester import Ingester
 from quantlab.ingest.cli import _print_status, run_cli, run_for
-from quantlab.ingest.policy import BackoffPolicy, IngestStopTimeout, RestError, TokenBucket
+from quantlab.errors import IngestStopTimeout, RestError
+from quantlab.ingest.policy import BackoffPolicy, TokenBucket
 from quantlab.ingest.rest import (
     REST_MAX_BODY_BYTES, _http_get_json, _run_in_daemon_thread,
 )

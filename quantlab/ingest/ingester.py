@@ -30,15 +30,16 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from quantlab.errors import QuantlabError
+from quantlab.errors import IngestStopTimeout, QuantlabError
 from quantlab.ingest.core import IdLedger
 from quantlab.ingest.frames import _FramePart
-from quantlab.ingest.policy import IngestStopTimeout, TokenBucket
+from quantlab.ingest.policy import TokenBucket
 from quantlab.ingest.rest import _BackfillPart
-from quantlab.ingest.settings import IngestSettings, IngestStats, IngestStatus, _now_ms
+from quantlab.ingest.settings import IngestSettings, IngestStats, IngestStatus
 from quantlab.ingest.supervisor import _TICK_S, _Conn, _SupervisorPart
 from quantlab.ingest.tap import use_fast_path
 from quantlab.ingest.writer import Subscription, _Command, _WriterPart
+from quantlab.schema import now_ms as _now_ms
 
 logger = logging.getLogger("quantlab.ingest")
 

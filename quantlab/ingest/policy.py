@@ -1,7 +1,10 @@
-"""Values of the ingester's retry and pacing policy: errors, backoff, REST token bucket.
+"""Values of the ingester's retry and pacing policy: backoff, REST token bucket.
 
 Pure: no I/O, no clock of their own (the caller passes ``now``), testable without
 sleeping. Also the short texts the status line uses for errors and durations.
+Its errors (:class:`~quantlab.errors.RestError`,
+:class:`~quantlab.errors.IngestStopTimeout`) live in :mod:`quantlab.errors` and
+are re-exported here.
 """
 from __future__ import annotations
 
@@ -12,46 +15,8 @@ from typing import Iterator
 
 from quantlab.binance import REST_WEIGHT_BUDGET_PER_MIN
 from quantlab.config import require_positive
-from quantlab.errors import ConfigError, FatalFeedError, QuantlabError
-
-# =============================================================================
-# Errors
-# =============================================================================
-class RestError(QuantlabError):
-    """A Binance REST request failed.
-
-    Attributes
-    ----------
-    status : HTTP status (0 when the server could not be reached).
-    url : the request URL.
-    retry_after_s : ``Retry-After`` header in seconds, when the server sent one.
-    reason : short text (HTTP reason, socket error).
-    """
-
-    def __init__(self, status: int, url: str, reason: str, retry_after_s: float | None = None):
-        self.status = status
-        self.url = url
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-        what = f"HTTP {status}" if status else "no response"
-        extra = f"; Retry-After {retry_after_s:g} s" if retry_after_s is not None else ""
-        super().__init__(f"GET {url}: {what} ({reason}){extra}")
-
-
-class IngestStopTimeout(QuantlabError, TimeoutError):
-    """:meth:`Ingester.stop` did not finish within its timeout.
-
-    The ingester keeps flushing in the background; call ``stop()`` again to
-    keep waiting. ``queued`` is how many trades were still waiting for the
-    writer when the timeout expired.
-    """
-
-    def __init__(self, timeout_s: float, queued: int):
-        self.timeout_s = timeout_s
-        self.queued = queued
-        super().__init__(f"ingester did not stop within {timeout_s:g} s ({queued} trades still "
-                         "queued for the writer); it keeps flushing: call stop() again to wait")
-
+from quantlab.errors import (ConfigError, FatalFeedError,  # noqa: F401 (re-exported)
+                             IngestStopTimeout, RestError)
 
 # =============================================================================
 # Retry policy: a plain value, testable without sleeping

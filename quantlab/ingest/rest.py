@@ -26,10 +26,10 @@ import numpy as np
 from quantlab.binance import (
     REST_MAX_LIMIT, REST_WEIGHTS, Trade, _loads, parse_rest_agg_trade, parse_rest_trade,
 )
-from quantlab.errors import FatalFeedError, NotATrade
+from quantlab.errors import FatalFeedError, NotATrade, RestError
 from quantlab.ingest.core import Gap, attribute, gap_status, reconcile_raw_futures
-from quantlab.ingest.policy import RestError, _describe, _fmt_s, _parse_retry_after
-from quantlab.ingest.settings import _now_ms
+from quantlab.ingest.policy import _describe, _fmt_s, _parse_retry_after
+from quantlab.schema import now_ms as _now_ms
 
 logger = logging.getLogger("quantlab.ingest")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -14,13 +13,10 @@ from quantlab.binance import Endpoints
 from quantlab.config import require_choice, require_positive
 from quantlab.errors import ConfigError
 from quantlab.ingest.policy import BackoffPolicy
+from quantlab.schema import now_ms as _now_ms  # noqa: F401 (one clock, see tests/test_rules.py)
 
 #: Ingester states, in the order a healthy run passes through them.
 STATES = ("connecting", "live", "stale", "reconnecting", "stopped")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # =============================================================================

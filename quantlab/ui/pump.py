@@ -25,6 +25,8 @@ import math
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+from quantlab.schema import now_ms
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["FeedStep", "PairSink", "StreamBatch", "Throttle", "UiPump"]
@@ -376,7 +378,7 @@ class FeedStep:
         self.drain = drain
         self.targets = targets
         self.after = after
-        self.wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self.wall_ms = wall_ms or now_ms
         self.batch = StreamBatch()
         self.trades_seen = 0
         self.stream_calls = 0

@@ -8,13 +8,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from quantlab.bars import Bar, IncrementalBars
+from quantlab.schema import now_ms as _now_ms
 from quantlab.ui.pipeline.resync import _Resync
 from quantlab.ui.pipeline.rows import _Rows, _aligned, _bar_tuple, _beta_of, _columns_of_rows
 from quantlab.ui.pipeline.spec import (ANALYTICS_COLUMNS, DOWN_COLOR, LEG_FIELDS, MAX_CARRY_BARS,
@@ -229,7 +229,7 @@ class PairPipeline(_Rows, _Resync):
         now_ms : exchange time, ms; default: :class:`ExchangeClock` estimate
             from ``wall_ms`` (default: the wall clock).
         """
-        wall = int(time.time() * 1000) if wall_ms is None else int(wall_ms)
+        wall = _now_ms() if wall_ms is None else int(wall_ms)
         if self._newest_recv is not None:
             # How long trades take from the socket to here (writer batch, the
             # subscription ring, the pump's period; more on a loaded machine):

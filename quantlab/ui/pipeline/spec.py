@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from quantlab.bars import parse_timeframe
 from quantlab.errors import ConfigError
+from quantlab.schema import now_ms as _now_ms
 
 
 #: Hedge-ratio methods offered in the UI: value -> label.
@@ -132,7 +132,7 @@ class ExchangeClock:
     def observe(self, time_ms: int, recv_ms: int) -> None:
         if self._t is None or time_ms >= self._t:
             self._t = int(time_ms)
-            self._recv = int(recv_ms) if recv_ms else int(time.time() * 1000)
+            self._recv = int(recv_ms) if recv_ms else _now_ms()
 
     def now(self, wall_ms: int) -> int | None:
         if self._t is None:
