@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--capture", nargs="+", metavar="FILE", help="ws-capture gzip files")
     src.add_argument("--trades", nargs="+", metavar="FILE", help="data.binance.vision trade files")
     p.add_argument("--symbols", type=_symbols, default=None, help="e.g. BTCUSDT,ETHUSDT")
-    p.add_argument("--market", choices=("spot", "usdm", "both"), default="spot",
+    p.add_argument("--market", choices=(*MARKETS, "both"), default="spot",
                    help="both: spot (/api/v3, /ws, /stream) and USD-M (/fapi/v1, /market, /public) "
                         "on one port, each with its own tape (recorded data: files of both markets)")
     p.add_argument("--rate", type=_positive_float, default=50.0,

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from quantlab.config import MARKETS
 from quantlab.errors import ConfigError, DataFileError
 from quantlab.files.source import (
     AGG_SPOT_COLUMNS,
@@ -235,7 +236,7 @@ def _name_info(src: _Source) -> tuple[str | None, str | None]:
 
 
 def _check_market_arg(market: str | None) -> str | None:
-    if market is not None and market not in ("spot", "usdm"):
+    if market is not None and market not in MARKETS:
         raise ConfigError("market", market, "'spot' or 'usdm'")
     return market
 

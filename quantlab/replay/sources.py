@@ -396,7 +396,7 @@ def make_sources(kind: str = "synthetic", paths: Sequence[str | Path] = (), *,
     spot and a USD-M source (synthetic: the same symbols, seeds ``seed`` and
     ``seed + 1``; recorded: the spot and the USD-M trades of the files, both required).
     """
-    require_choice("market", market, ("spot", "usdm", "both"))
+    require_choice("market", market, (*MARKETS, "both"))
     if market != "both":
         return [make_source(kind, paths, symbols=symbols, market=market, rate=rate, speed=speed, seed=seed,
                             prefill=prefill, rebase_time=rebase_time)]

@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from quantlab.config import MARKETS
 from quantlab.errors import ConfigError
 
 
@@ -39,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--archive", metavar="DIR", help="Parquet archive written by `quantlab archive`")
     p.add_argument("--symbols", type=_symbols, default=None,
                    help="the universe, e.g. BTCUSDT,ETHUSDT,SOLUSDT (default: every archived symbol)")
-    p.add_argument("--market", choices=("spot", "usdm"), help="market, when the source holds both")
+    p.add_argument("--market", choices=MARKETS, help="market, when the source holds both")
     p.add_argument("--timeframe", default="1m", help="bar size: 1m, 5m, 1h, ... (default 1m)")
     p.add_argument("--formation", required=True, metavar="START/END",
                    help="selection window, ISO-8601 UTC, [start, end)")
