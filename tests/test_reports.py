@@ -422,6 +422,8 @@ def test_scan_notebook_renders_as_an_offline_report(kline_files, tmp_path):
                  "-p", "formation", "2024-01-01T00:00/2024-01-02T08:00",
                  "-p", "evaluation", "2024-01-02T08:00/2024-01-03T02:00", "--out", str(out)])
     assert code == 0
+    # core BokehJS inline once (~1.3 MB), not every bundle (~4 MB)
+    assert out.stat().st_size < 2_500_000, out.stat().st_size
     pw, browser, page, seen = _open_offline(out)
     try:
         page.wait_for_function("window.Bokeh && Bokeh.documents && Bokeh.documents.length >= 1",

@@ -108,7 +108,7 @@ def test_notebook_is_thin_tagged_and_committed_without_outputs():
                  "market", "q", "adjust", "min_notional", "workers", "scheduler", "top_n"):
         assert f"\n{name} =" in "\n" + tagged[0].source, name
     assert len(code) <= 8 and max(len(c.source.splitlines()) for c in code if c is not tagged[0]) <= 12
-    assert "output_notebook(resources=INLINE" in "".join(c.source for c in code)
+    assert "output_notebook(resources=bokeh_resources()" in "".join(c.source for c in code)
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """Bokeh views of a scan: the correlation heatmap of a universe and the
 lead-lag cross-correlation of one pair. Plain figures (no widgets, no
 server): they render in a notebook (``bokeh.io.show`` after
-``output_notebook``), in offline HTML (``bokeh.embed.file_html`` with
-``INLINE`` resources) and in reports. Only :mod:`quantlab.ui` imports Bokeh;
+``output_notebook``), in offline HTML (``bokeh.embed.file_html`` with the
+core-only inline resources of :func:`quantlab.reports.figures.bokeh_resources`)
+and in reports. Only :mod:`quantlab.ui` imports Bokeh;
 the numbers come from :mod:`quantlab.scan` (pure).
 """
 from __future__ import annotations
