@@ -250,22 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="pair report notebook run headless -> offline HTML (one pair "
                                       "or a batch with index.html)")
-    from quantlab.reports.command import add_arguments as _report_arguments
+    from quantlab.commands.report import add_arguments as _report_arguments
 
     _report_arguments(p, _add_data_source)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("scan", help="scan every pair of a universe: formation/evaluation, "
                                     "BH/BY-adjusted selection, local pool or Dask")
-    from quantlab.scan.command import add_arguments as _scan_arguments
+    from quantlab.commands.scan import add_arguments as _scan_arguments
 
     _scan_arguments(p)
     p.set_defaults(func=_cmd_scan)
     return parser
 
 
-# --- handlers: each calls its quantlab.commands module (ingest, report and scan keep
-# theirs in quantlab.ingest, quantlab.reports, quantlab.scan)
+# --- handlers: each calls its quantlab.commands module
 def _cmd_replay(args: argparse.Namespace) -> int:
     from quantlab.commands import replay
 
@@ -279,11 +278,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from quantlab import ingest
-    from quantlab.store import TickStore
+    from quantlab.commands import ingest
 
-    TickStore(args.db).close()  # a foreign or damaged --db: one line now, not a writer-thread error
-    return ingest.run_cli(args)
+    return ingest.command(args)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -329,15 +326,15 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from quantlab.reports.command import report_cli
+    from quantlab.commands import report
 
-    return report_cli(args)
+    return report.command(args)
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    from quantlab.scan.command import scan_cli
+    from quantlab.commands import scan
 
-    return scan_cli(args)
+    return scan.command(args)
 
 
 def main(argv: list[str] | None = None) -> int:

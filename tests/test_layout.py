@@ -42,7 +42,8 @@ def test_cli_handlers_live_in_commands() -> None:
     from quantlab import archive, ledger, pairs
     from quantlab.commands.replay import replay_keywords
 
-    for name in ("analyze", "archive", "backtest", "features", "import_files", "ledger", "replay"):
+    for name in ("analyze", "archive", "backtest", "features", "import_files", "ledger", "replay",
+                 "ingest", "report", "scan"):
         assert callable(importlib.import_module(f"quantlab.commands.{name}").command), name
     for mod in (pairs, archive, ledger):
         assert not [n for n in vars(mod) if n.endswith("_cli")], mod.__name__
@@ -78,3 +79,24 @@ def test_split_packages_keep_their_old_names(name: str) -> None:
     assert set(mod.__all__) <= set(OLD_NAMES[name]), sorted(set(mod.__all__) - set(OLD_NAMES[name]))
     for attr in OLD_NAMES[name]:
         assert getattr(mod, attr) is not None, attr
+
+
+def test_moved_cli_handlers_keep_their_old_paths() -> None:
+    """``quantlab.ingest.run_cli``, ``quantlab.scan.command`` and ``quantlab.reports.command``
+    still import (the last two with a DeprecationWarning) and name the new handlers."""
+    from quantlab import ingest
+    from quantlab.commands import ingest as ingest_cmd
+    from quantlab.commands import report, scan
+
+    assert callable(ingest.run_cli) and callable(ingest_cmd.run_args)
+    for old, new, name in (("quantlab.scan.command", scan, "scan_cli"),
+                           ("quantlab.reports.command", report, "report_cli")):
+        code = (f"import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+                f"try:\n    import {old}\nexcept DeprecationWarning as e:\n    print('warned', e)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                             check=True)
+        assert out.stdout.startswith(f"warned {old} is deprecated"), out
+        with pytest.warns(DeprecationWarning):
+            sys.modules.pop(old, None)
+            mod = __import__(old, fromlist=[name])
+        assert getattr(mod, name) is new.command and mod.add_arguments is new.add_arguments

@@ -89,11 +89,13 @@ Layout (issue 14): where each concern lives
 * :mod:`~quantlab.ingest.supervisor` -- connections: reconnect, watchdog, rotation.
 * :mod:`~quantlab.ingest.rest` -- REST backfill, HTTP, pacing.
 * :mod:`~quantlab.ingest.writer` -- the writer thread, :class:`Subscription`.
-* :mod:`~quantlab.ingest.policy` -- :class:`BackoffPolicy`, :class:`TokenBucket`, errors.
+* :mod:`~quantlab.ingest.policy` -- :class:`BackoffPolicy`, :class:`TokenBucket` (their
+  errors live in :mod:`quantlab.errors`).
 * :mod:`~quantlab.ingest.settings` -- :class:`IngestSettings`, :class:`IngestStatus`,
   :class:`IngestStats`.
 * :mod:`~quantlab.ingest.ingester` -- the threaded :class:`Ingester`: orchestration only.
-* :mod:`~quantlab.ingest.cli` -- :func:`run_for`, :func:`run_cli`.
+* :mod:`~quantlab.ingest.cli` -- :func:`run_for` (and :func:`run_cli`, the old path of the
+  ``quantlab ingest`` handler, now :mod:`quantlab.commands.ingest`).
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""Entry points of the ingester for the CLI and child processes: :func:`run_for`
-and :func:`run_cli` (``quantlab ingest``)."""
+"""Entry point of the ingester for the CLI and child processes: :func:`run_for`
+(ingest for a while, printing status lines). The ``quantlab ingest`` handler,
+which reads the argparse namespace, is :mod:`quantlab.commands.ingest`;
+:func:`run_cli` is its old path, kept for one release."""
 from __future__ import annotations
 
 import math
 import sys
-import threading
 import time
 from typing import Any
 
@@ -57,40 +58,9 @@ def _print_status(ing: Ingester, out: Any, final: bool = False) -> None:
 
 
 def run_cli(args: Any) -> int:
-    """``quantlab ingest``: build settings from the parsed arguments and run.
+    """Old path of the ``quantlab ingest`` handler, kept for one release: it reads an
+    argparse namespace, so it lives in the CLI layer now
+    (:func:`quantlab.commands.ingest.run_args`)."""
+    from quantlab.commands.ingest import run_args
 
-    Converts SIGTERM into ``KeyboardInterrupt`` (main thread only) so that a
-    ``kill`` flushes like Ctrl-C. Returns 0, or 1 after a fatal feed error.
-    """
-    import signal
-
-    kwargs: dict[str, Any] = {"market": args.market, "symbols": tuple(args.symbols),
-                              "stream": getattr(args, "stream", "trade"), "db_path": args.db}
-    if getattr(args, "ws_url", None):
-        kwargs["ws_base"] = args.ws_url
-    if getattr(args, "rest_url", None):
-        kwargs["rest_base"] = args.rest_url
-    if getattr(args, "stale_after", None):
-        kwargs["stale_after_s"] = args.stale_after
-    if getattr(args, "usdm_trade_route", None):
-        kwargs["usdm_trade_route"] = args.usdm_trade_route
-    settings = IngestSettings(**kwargs)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        run_for(settings, getattr(args, "duration", None),
-                status_every_s=getattr(args, "status_every", 5.0) or 5.0)
-    except KeyboardInterrupt:
-        return 0
-    except FatalFeedError as exc:
-        print(f"quantlab ingest: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    return 0
+    return run_args(args)
