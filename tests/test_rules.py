@@ -3,6 +3,7 @@ capture trade is, the clock, the list of markets and kinds. Each rule lives in o
 and every user calls it; these tests pin the rule and that the callers agree."""
 from __future__ import annotations
 
+import ast
 import itertools
 import math
 from pathlib import Path
@@ -108,45 +109,37 @@ def test_replay_and_files_agree_on_a_real_capture(shared_data: Path) -> None:
         assert np.array_equal(np.sort(ids), np.sort(frame["trade_id"].to_numpy()))
 
 
+def _package_nodes(but: str):
+    """``("path:line", node)`` for every AST node of quantlab's modules except ``quantlab/<but>``."""
+    root = Path(schema.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        if path == root / but:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            yield f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}", node
+
+
 def test_every_error_class_lives_in_errors_py() -> None:
     """Exceptions live in quantlab/errors.py; other modules only re-export them."""
-    import ast
-
     from quantlab import errors
     from quantlab.ingest import policy
 
     names = {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, Exception)}
     assert {"RestError", "IngestStopTimeout"} <= names
     assert policy.RestError is errors.RestError and policy.IngestStopTimeout is errors.IngestStopTimeout
-    root = Path(errors.__file__).parent
-    outside = []
-    for path in root.rglob("*.py"):
-        if path.name == "errors.py" and path.parent == root:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef):
-                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
-                if bases & names:
-                    outside.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    outside = [f"{where} {node.name}" for where, node in _package_nodes(but="errors.py")
+               if isinstance(node, ast.ClassDef)
+               and {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases} & names]
     assert not outside, outside
 
 
 def test_markets_are_spelled_once() -> None:
     """No literal ("spot", "usdm") list outside quantlab.config: code uses MARKETS."""
-    import ast
-
     from quantlab import cli, config
 
-    root = Path(config.__file__).parent
-    literal = []
-    for path in root.rglob("*.py"):
-        if path.name == "config.py" and path.parent == root:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-                values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
-                if {"spot", "usdm"} <= values:
-                    literal.append(f"{path.relative_to(root)}:{node.lineno}")
+    literal = [where for where, node in _package_nodes(but="config.py")
+               if isinstance(node, (ast.Tuple, ast.List, ast.Set))
+               and {"spot", "usdm"} <= {e.value for e in node.elts if isinstance(e, ast.Constant)}]
     assert not literal, literal
     parser = cli.build_parser()
     choices = {name: [a.choices for a in sub._actions if "--market" in a.option_strings][0]
