@@ -20,7 +20,7 @@ import pandas as pd
 
 from quantlab.errors import ConfigError
 
-
+#: Environment variable naming the ledger file.
 LEDGER_ENV = "QUANTLAB_LEDGER"
 #: File name of a default ledger.
 LEDGER_FILENAME = "ledger.sqlite"
