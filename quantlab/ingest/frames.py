@@ -127,7 +127,7 @@ class _FramePart:
             if not c.active:  # a connection being closed: its frames are not ours any more
                 return
             self._n_msgs += 1
-            recv_ms = time_ns() // 1_000_000
+            recv_ms = time_ns() // 1_000_000  # quantlab.schema.now_ms(), inlined (hot path)
             msg = fast(data, market, recv_ms)
             if msg is None:
                 msg = parse_message(data, market, recv_ms)
