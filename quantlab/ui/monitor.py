@@ -49,6 +49,7 @@ import ipywidgets as W
 from quantlab.config import settings_from_dict
 from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
 from quantlab.live import LiveSession, SessionSettings
+from quantlab.schema import now_ms as _now_ms
 from quantlab.ui.actions import _Actions
 from quantlab.ui.controls import MARKETS, SOURCES, TIMEFRAMES, MonitorParams, _Controls
 from quantlab.ui.panels import PairView, _describe, _error_html, _fmt, _note_html
@@ -309,7 +310,7 @@ class LiveMonitor(_Controls, _Actions):
         from the session's store (if it exists), through the batch path."""
         if params.lookback <= 0 or not self.session.open_store():
             return
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = _now_ms()
         for v in self.views:
             tf = v.spec.timeframe_ms
             end = now_ms // tf * tf
