@@ -330,9 +330,9 @@ class PBOResult(Result):
 def _sharpe_from_sums(s1: np.ndarray, s2: np.ndarray, n: int) -> np.ndarray:
     mu = s1 / n
     var = np.maximum(s2 - n * mu * mu, 0.0) / (n - 1)
-    sd = np.sqrt(var)
-    tiny = 1e-12 * np.maximum(np.sqrt(s2 / n), 1e-300)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN sums (a NaN return) stay NaN
+        sd = np.sqrt(var)
+        tiny = 1e-12 * np.maximum(np.sqrt(s2 / n), 1e-300)
         return np.where(sd > tiny, mu / sd, 0.0)
 
 
