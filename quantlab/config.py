@@ -18,6 +18,9 @@ from quantlab.errors import ConfigError
 # in a stdlib-only leaf, so the CLI parser can use them without importing pandas.
 MARKETS = ("spot", "usdm")
 KINDS = ("trade", "aggTrade")
+#: how the UI names each market (keys: exactly :data:`MARKETS`)
+MARKET_LABELS = {"spot": "Spot", "usdm": "USD-M futures"}
+assert tuple(MARKET_LABELS) == MARKETS
 
 T = TypeVar("T")
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ipywidgets as W
 
 from quantlab.bars import parse_timeframe
+from quantlab.config import MARKET_LABELS
 from quantlab.errors import ConfigError, QuantlabError
 from quantlab.ui.panels import PairView, _describe, _error_html, _note_html
 from quantlab.ui.pipeline import HEDGES, PairSpec
@@ -35,7 +36,7 @@ SOURCES = {
     "capture": "Capture file (replayed)",
 }
 TIMEFRAMES = ("1s", "1m", "5m", "custom")
-MARKETS = {"spot": "Spot", "usdm": "USD-M futures"}
+MARKETS = MARKET_LABELS  # the dropdown's choices: config's one list, with labels
 
 
 @dataclass(frozen=True, kw_only=True)
