@@ -78,7 +78,7 @@ import pandas as pd
 
 from quantlab.errors import ConfigError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("quantlab.alerts")  # the package's name, as before the split
 
 __all__ = [
     "METRICS", "OPERATORS", "EVENT_COLUMNS", "AlertRule", "AlertEvent", "AlertEngine",
@@ -370,7 +370,7 @@ def _event(rule: AlertRule, pair: str, time_ms: int, value: float, up: bool | No
 class LogSink:
     """Sink writing one log line per event on ``logging.getLogger(logger_name)``."""
 
-    def __init__(self, level: int = logging.WARNING, logger_name: str = __name__):
+    def __init__(self, level: int = logging.WARNING, logger_name: str = "quantlab.alerts"):
         self.level = level
         self._logger = logging.getLogger(logger_name)
 
