@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SPLIT = ("files", "store", "replay", "backtest", "bars", "ledger", "ui/pipeline", "ui")
+SPLIT = ("files", "store", "replay", "backtest", "bars", "ledger", "ui/pipeline", "ui", "archive",
+         "synthetic")
 
 
 def test_quantlab_io_is_a_deprecated_alias_of_files() -> None:
@@ -71,6 +72,14 @@ OLD_NAMES = {  # the old modules' names other modules, tests and notebooks impor
     "quantlab.ui.monitor": ["LiveMonitor", "MonitorParams", "build_monitor", "SOURCES", "TIMEFRAMES",
                             "MARKETS", "PairView"],
     "quantlab.ui": ["LiveMonitor", "MonitorParams", "build_monitor"],
+    "quantlab.archive": ["ArchiveResult", "archive_files", "archive_store", "bar_datasets", "inventory",
+                         "list_symbols", "partition_path", "read_bars", "read_ticks", "write_bars",
+                         "ArchiveError", "_MARKETS", "_now_ms", "os"],
+    "quantlab.synthetic": ["TRADE_TYPES", "MARKET", "INSURANCE_FUND", "ADL", "NA", "DEFAULT_START_MS",
+                           "SPOT_DECIMALS", "KNOWN_SYMBOLS", "SymbolSpec", "default_spec", "Instruments",
+                           "TradeBatch", "AggBatch", "empty_trade_batch", "concat_trade_batches",
+                           "aggregate_trades", "format_decimal", "decimal_strings", "encode_trades",
+                           "encode_agg_trades", "SyntheticMarket", "MARKETS"],
 }
 
 
