@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLIT = ("files", "store", "replay", "backtest", "bars", "ledger", "ui/pipeline", "ui", "archive",
-         "synthetic")
+         "synthetic", "alerts")
 
 
 def test_quantlab_io_is_a_deprecated_alias_of_files() -> None:
@@ -80,6 +80,9 @@ OLD_NAMES = {  # the old modules' names other modules, tests and notebooks impor
                            "TradeBatch", "AggBatch", "empty_trade_batch", "concat_trade_batches",
                            "aggregate_trades", "format_decimal", "decimal_strings", "encode_trades",
                            "encode_agg_trades", "SyntheticMarket", "MARKETS"],
+    "quantlab.alerts": ["METRICS", "OPERATORS", "EVENT_COLUMNS", "AlertRule", "AlertEvent", "AlertEngine",
+                        "LogSink", "parse_rule", "replay_alerts", "corrected_event", "is_corrected",
+                        "CORRECTED_PREFIX", "WITHDRAWN_PREFIX", "logger"],
 }
 
 
