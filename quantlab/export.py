@@ -228,13 +228,11 @@ def _write_json(frame: pd.DataFrame, tmp: Path, meta: dict) -> None:
     table = _text_times(frame)
     table = table.astype(object).where(table.notna(), None)
     rows = table.to_dict(orient="records")
-    try:
-        import orjson
+    import orjson
 
+    try:
         data = orjson.dumps({"metadata": meta, "rows": rows},
                             option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-    except ImportError:  # pragma: no cover - orjson is a declared dependency
-        data = json.dumps({"metadata": meta, "rows": rows}, default=_jsonable).encode()
     except TypeError:  # an exotic cell type orjson does not know: fall back to str()
         data = json.dumps({"metadata": meta, "rows": rows}, default=str, allow_nan=False).encode()
     tmp.write_bytes(data)

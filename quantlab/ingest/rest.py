@@ -22,9 +22,10 @@ import urllib.request
 from typing import Any, Callable
 
 import numpy as np
+import orjson
 
 from quantlab.binance import (
-    REST_MAX_LIMIT, REST_WEIGHTS, Trade, _loads, parse_rest_agg_trade, parse_rest_trade,
+    REST_MAX_LIMIT, REST_WEIGHTS, Trade, parse_rest_agg_trade, parse_rest_trade,
 )
 from quantlab.errors import FatalFeedError, NotATrade, RestError
 from quantlab.ingest.core import Gap, attribute, gap_status, reconcile_raw_futures
@@ -62,7 +63,7 @@ def _http_get_json(url: str, timeout_s: float) -> Any:
         retry_after = _parse_retry_after(exc.headers.get("Retry-After")) if exc.headers else None
         detail = exc.reason
         try:
-            payload = _loads(exc.read(_REST_ERROR_BODY_BYTES) or b"{}")
+            payload = orjson.loads(exc.read(_REST_ERROR_BODY_BYTES) or b"{}")
             if isinstance(payload, dict) and "msg" in payload:
                 detail = f"{exc.reason}: {payload['msg']}"
         except Exception:  # body is not JSON: keep the HTTP reason
@@ -72,7 +73,7 @@ def _http_get_json(url: str, timeout_s: float) -> Any:
         reason = getattr(exc, "reason", exc)
         raise RestError(0, url, str(reason)) from exc
     try:
-        return _loads(body)
+        return orjson.loads(body)
     except Exception:
         head, body = body[:100], b""
         raise RestError(200, url, f"response is not JSON: {head!r}") from None

@@ -25,6 +25,7 @@ from quantlab.ledger.values import (_APPLICATION_ID, KINDS, SCHEMA_VERSION, Defl
                                     canonical_json, default_ledger_path, pair_name,
                                     trial_from_backtest)
 from quantlab.schema import now_ms as _now_ms
+from quantlab.transaction import write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -129,18 +130,13 @@ class Ledger(_Families):
                 con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = NORMAL")
             if version == 0:
-                con.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(con):
                     if con.execute("PRAGMA user_version").fetchone()[0] == 0:
                         for stmt in _SCHEMA.split(";"):
                             if stmt.strip():
                                 con.execute(stmt)
                         con.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
                         con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
             elif version != SCHEMA_VERSION:
                 raise LedgerError(f"ledger schema version {version}, this quantlab reads "
                                   f"{SCHEMA_VERSION}; upgrade quantlab", self.path)

@@ -21,6 +21,7 @@ from quantlab.store.gaps import _Logs
 from quantlab.store.reads import _Reads
 from quantlab.store.sql import APPLICATION_ID, _PAGE_SIZE, _SCHEMA_V1, _V1_TABLES
 from quantlab.store.writes import _Writes
+from quantlab.transaction import write_transaction
 
 # SCHEMA_VERSION and _MIGRATIONS are looked up on the package at call time, so a
 # test (tests/test_store.py) can substitute quantlab.store.SCHEMA_VERSION/_MIGRATIONS.
@@ -231,8 +232,7 @@ class TickStore(_Writes, _Logs, _Reads):
                 raise StoreError(f"cannot switch to WAL mode (journal_mode={mode})", self.path)
         if version == _store.SCHEMA_VERSION:
             return
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(con):
             # Re-read under the write lock: another process may have created
             # or upgraded the file since the check above.
             version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -256,11 +256,6 @@ class TickStore(_Writes, _Logs, _Reads):
                 version += 1
                 logger.info("upgraded tick store %s to schema version %d", self.path, version)
             con.execute(f"PRAGMA user_version = {version}")
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:  # SQLite may have rolled back (disk full, I/O)
-                con.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from quantlab.errors import ConfigError, StoreError
 from quantlab.schema import now_ms as _now_ms
+from quantlab.transaction import write_transaction
 from quantlab.store.batch import _check_instrument, _filters, _nullable_int, _objects, _opt_int
 from quantlab.store.sql import GAP_STATUSES, _GAP_COLUMNS
 
@@ -183,15 +184,9 @@ class _Logs:
             return 0
         with self._lock:
             con = self._conn()
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(con):
                 con.executemany("INSERT INTO alerts (time_ms, rule, name, metric, op, value, threshold, "
                                 "pair, message, recorded_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
         return len(rows)
 
     def alert_sink(self) -> Callable[[Any], None]:

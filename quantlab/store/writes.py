@@ -14,6 +14,7 @@ import pandas as pd
 
 from quantlab.errors import ConfigError, StoreError
 from quantlab.schema import now_ms as _now_ms
+from quantlab.transaction import write_transaction
 from quantlab.store.batch import (
     RetentionResult,
     WriteResult,
@@ -93,14 +94,8 @@ class _Writes:
         with self._lock:
             con = self._writable()
             try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(con):
                     result = self._write_batch(con, batch)
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:  # SQLite may have rolled back (disk full, I/O)
-                        con.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise self._fail(exc, f"writing {batch.n} trades") from exc
             if result.expired:
@@ -320,15 +315,9 @@ class _Writes:
             con = self._writable()
             self._last_retention = time.monotonic()
             try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(con):
                     result = self._retain(con, keep_ticks_s, keep_bars_s,
                                           _opt_int("now_ms", now_ms))
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:  # SQLite may have rolled back (disk full, I/O)
-                        con.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise self._fail(exc, "retention") from exc
         if result.ticks_deleted or result.bars_deleted:
