@@ -30,6 +30,7 @@ class SessionStatus:
         trade, seconds (``nan`` before the first).
     trades_stored : rows the ingester inserted (live and backfilled).
     reconnects : connections opened after a loss.
+    rotations : planned connection hand-overs (Binance closes a connection at 24 h).
     gaps_found : gaps the ingester opened (id jumps, reconnects, overflow).
     trades_backfilled : trades inserted from REST.
     unfillable : missing ids REST could not provide.
@@ -49,6 +50,7 @@ class SessionStatus:
     last_trade_age_s: float = math.nan
     trades_stored: int = 0
     reconnects: int = 0
+    rotations: int = 0
     gaps_found: int = 0
     trades_backfilled: int = 0
     unfillable: int = 0
@@ -65,6 +67,7 @@ class SessionStatus:
                    trades_per_s=stats.trades_per_s, lag_ms_p50=stats.lag_ms_p50,
                    lag_ms_p99=stats.lag_ms_p99, last_trade_age_s=stats.last_trade_age_s,
                    trades_stored=stats.trades_stored, reconnects=stats.reconnects,
+                   rotations=stats.rotations,
                    gaps_found=stats.gaps_found, trades_backfilled=stats.trades_backfilled,
                    unfillable=stats.unfillable, dropped=stats.dropped, missed=int(missed),
                    queue_depth=stats.queue_depth)
@@ -85,18 +88,17 @@ class SessionStatus:
 
     def line(self) -> str:
         """One status line for a terminal, e.g. ``live  stored 1,234 (50/s),
-        lag p50 3 ms, gaps 0 (backfilled 0), reconnects 0, dropped 0, queue 0,
-        last trade 0.1 s ago`` (``dropped`` counts :attr:`lost`)."""
-        def ms(v: float) -> str:
-            return "-" if math.isnan(v) else f"{v:,.0f}"
+        lag p50 3 ms, gaps 0 (backfilled 0), reconnects 0, rotations 0, dropped 0, queue 0,
+        last trade 0.1 s ago``: :meth:`quantlab.ingest.IngestStats.summary`
+        of these figures (``dropped`` counts :attr:`lost`)."""
+        from quantlab.ingest.settings import IngestStats
 
+        figures = {name: getattr(self, name) for name in IngestStats.__dataclass_fields__
+                   if name in self.__dataclass_fields__}
+        summary = IngestStats(**{**figures, "dropped": self.lost}).summary()
         age = ("" if math.isnan(self.last_trade_age_s)
                else f", last trade {self.last_trade_age_s:.1f} s ago")
-        text = (f"{self.state:<12} stored {self.trades_stored:,} ({self.trades_per_s:,.0f}/s), "
-                f"lag p50 {ms(self.lag_ms_p50)} ms p99 {ms(self.lag_ms_p99)} ms, "
-                f"gaps {self.gaps_found} (backfilled {self.trades_backfilled:,}, "
-                f"unfillable {self.unfillable:,}), reconnects {self.reconnects}, "
-                f"dropped {self.lost:,}, queue {self.queue_depth:,}{age}")
+        text = f"{self.state:<12} {summary}{age}"
         if self.error and (self.state != "live" or not self.running):
             text += f" | {self.error}"
         return text
