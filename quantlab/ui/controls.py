@@ -21,6 +21,8 @@ import ipywidgets as W
 
 from quantlab.bars import parse_timeframe
 from quantlab.config import MARKET_LABELS
+from quantlab.live import SessionSettings
+from quantlab.live.session import SOURCES as SESSION_SOURCES
 from quantlab.errors import ConfigError, QuantlabError
 from quantlab.ui.panels import PairView, _describe, _error_html, _note_html
 from quantlab.ui.pipeline import HEDGES, PairSpec
@@ -35,6 +37,7 @@ SOURCES = {
     "replay": "Replay server (synthetic pair)",
     "capture": "Capture file (replayed)",
 }
+assert tuple(SOURCES) == SESSION_SOURCES  # labels of the session's one list
 TIMEFRAMES = ("1s", "1m", "5m", "custom")
 MARKETS = MARKET_LABELS  # the dropdown's choices: config's one list, with labels
 
@@ -97,10 +100,6 @@ class MonitorParams:
     seed: int = 7
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError("source", self.source, "one of " + ", ".join(SOURCES))
-        if self.market not in MARKETS:
-            raise ConfigError("market", self.market, "one of " + ", ".join(MARKETS))
         rules = self.alert_rules
         if isinstance(rules, str):
             rules = tuple(line for line in rules.splitlines())
@@ -115,10 +114,18 @@ class MonitorParams:
             raise ConfigError("rate", self.rate, "trades per second > 0")
         if not 0.05 <= self.interval_s <= 2:
             raise ConfigError("interval_s", self.interval_s, "seconds between 0.05 and 2")
-        if self.source == "capture" and not self.capture_path and not self.ws_url:
-            raise ConfigError("capture_path", self.capture_path,
-                              "a capture file to replay when source='capture'")
-        self.pair_specs()  # validates symbols, timeframe, window, hedge, bands, rules
+        # source, market, capture: the session's rules; symbols, timeframe, window,
+        # hedge, bands, rules: the pairs'
+        self.session_settings()
+
+    def session_settings(self) -> SessionSettings:
+        """The :class:`~quantlab.live.SessionSettings` of these parameters: source,
+        market, the pairs' symbols, store, stream, URLs, synthetic rate and seed."""
+        return SessionSettings(source=self.source, market=self.market,
+                               pairs=tuple((s.symbol_y, s.symbol_x) for s in self.pair_specs()),
+                               db_path=self.db_path, stream=self.stream, ws_url=self.ws_url,
+                               rest_url=self.rest_url, rate=self.rate, seed=self.seed,
+                               capture_path=self.capture_path)
 
     def pair_specs(self) -> list[PairSpec]:
         pairs = [(self.symbol_y, self.symbol_x)] + list(self.extra_pairs)

@@ -48,7 +48,7 @@ import ipywidgets as W
 
 from quantlab.config import settings_from_dict
 from quantlab.errors import ConfigError, QuantlabError, UnknownSymbol
-from quantlab.live import LiveSession, SessionSettings
+from quantlab.live import LiveSession
 from quantlab.schema import now_ms as _now_ms
 from quantlab.ui.actions import _Actions
 from quantlab.ui.controls import MARKETS, SOURCES, TIMEFRAMES, MonitorParams, _Controls
@@ -115,7 +115,7 @@ class LiveMonitor(_Controls, _Actions):
         self._analytics_factory = analytics_factory
         self._ingester_factory = ingester_factory
         #: the feed: source, ingester, subscription, store reads, alert log
-        self.session = LiveSession(_session_settings(self.params),
+        self.session = LiveSession(self.params.session_settings(),
                                    ingester_factory=ingester_factory)
         self.pump: UiPump | None = None
         self.step: FeedStep | None = None
@@ -200,7 +200,7 @@ class LiveMonitor(_Controls, _Actions):
         session = self.session
         try:
             session.ingester_factory = self._ingester_factory
-            session.configure(_session_settings(params))
+            session.configure(params.session_settings())
             session.open_source()
             if session.settings.market != params.market:
                 # a capture says which market it recorded
@@ -485,13 +485,3 @@ class LiveMonitor(_Controls, _Actions):
         elif st.error and not self.running:
             out += _note_html(f"last error: {st.error}")
         return out
-
-
-def _session_settings(params: MonitorParams) -> SessionSettings:
-    """The :class:`~quantlab.live.SessionSettings` of ``params``: source,
-    market, the pairs' symbols, store, stream, URLs, synthetic rate and seed."""
-    return SessionSettings(source=params.source, market=params.market,
-                           pairs=tuple((s.symbol_y, s.symbol_x) for s in params.pair_specs()),
-                           db_path=params.db_path, stream=params.stream, ws_url=params.ws_url,
-                           rest_url=params.rest_url, rate=params.rate, seed=params.seed,
-                           capture_path=params.capture_path)
