@@ -30,7 +30,9 @@ def _ledger_in_tmp(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     # the same for module- and session-scoped fixtures, which run before the one above
+    import shutil
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="quantlab-test-ledger-")
     os.environ["QUANTLAB_LEDGER"] = os.path.join(folder, "ledger.sqlite")
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
